@@ -1,0 +1,6 @@
+//! The evaluation protocol: retrieval metrics, gap measures, fusion fitting and the report.
+pub mod fusion;
+pub mod gap;
+pub mod report;
+pub mod retrieval;
+pub mod views;

@@ -1,0 +1,17 @@
+//! diffgap: DiffGAP (Mo et al., ICASSP 2025), a lightweight conditional diffusion model inside a
+//! contrastive embedding space that bridges the modality gap, with its training, evaluation and
+//! serving code.
+//!
+//! - [`diffusion`]: the math (schedules, denoiser, DDIM sampling, normalisation);
+//! - [`model`]: a trained model, its card and artifact, and its operations;
+//! - [`train`]: bidirectional split training;
+//! - [`eval`]: the retrieval and gap evaluation protocol;
+//! - [`data`]: paired embedding files and the synthetic set;
+//! - [`bench`]: throughput measurements.
+pub mod bench;
+pub mod data;
+pub mod device;
+pub mod diffusion;
+pub mod eval;
+pub mod model;
+pub mod train;

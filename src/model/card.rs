@@ -1,0 +1,100 @@
+//! The model card: everything needed to use a denoiser correctly, stored as JSON next to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::denoiser::DenoiserShape;
+use crate::diffusion::normalize::ModalityStats;
+use crate::diffusion::prediction::Prediction;
+use crate::diffusion::schedule::ScheduleKind;
+
+/// Bumped whenever a field changes meaning; loading refuses other formats.
+pub const CARD_FORMAT: u32 = 1;
+/// The libtorch this build links (tch 0.26); TorchScript written by a newer one may not load.
+pub const TORCH_VERSION: &str = "2.13.0";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Space {
+    /// Which contrastive model the embeddings come from (e.g. "clap", "synthetic").
+    pub name: String,
+    pub dim: i64,
+    pub modalities: Vec<String>,
+}
+
+/// One direction of the bidirectional denoiser: denoise `target` conditioned on `condition`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Direction {
+    pub condition: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SamplingDefaults {
+    pub steps: usize,
+    pub guidance: f32,
+    pub samples: usize,
+    pub refine_strength: f64,
+}
+
+/// Weights of the fused rank score: w_c cos(q, a) + w_b cos(B(q), a) + w_r cos(q, B(a)).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct FusionWeights {
+    pub contrastive: f64,
+    pub bridged: f64,
+    pub reverse: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainingRecord {
+    pub data_fingerprint: String,
+    pub data_file: String,
+    pub rows: usize,
+    pub train_items: usize,
+    pub val_items: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub condition_dropout: f64,
+    pub ema_decay: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelCard {
+    pub format: u32,
+    pub name: String,
+    pub diffgap_version: String,
+    pub torch_version: String,
+    pub space: Space,
+    /// Index i of this list is the direction id the denoiser was trained with.
+    pub directions: Vec<Direction>,
+    pub normalization: BTreeMap<String, ModalityStats>,
+    pub schedule: ScheduleKind,
+    pub train_timesteps: usize,
+    pub prediction: Prediction,
+    pub denoiser: DenoiserShape,
+    pub parameters: i64,
+    pub defaults: SamplingDefaults,
+    /// Keyed "query->candidate", fitted on validation rows only.
+    pub fusion: BTreeMap<String, FusionWeights>,
+    pub training: Option<TrainingRecord>,
+    /// The evaluation measured at training time (validation split), as `diffgap eval --json`.
+    pub evaluation: Option<serde_json::Value>,
+    /// File name -> sha256 hex of every file of the artifact.
+    pub files: BTreeMap<String, String>,
+}
+
+impl ModelCard {
+    pub fn direction_index(&self, condition: &str, target: &str) -> Option<usize> {
+        self.directions
+            .iter()
+            .position(|d| d.condition == condition && d.target == target)
+    }
+}
+
+pub fn direction_key(query: &str, candidate: &str) -> String {
+    format!("{query}->{candidate}")
+}

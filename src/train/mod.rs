@@ -1,0 +1,6 @@
+//! Training the denoiser: the split, the EMA and the loop.
+pub mod ema;
+pub mod split;
+pub mod trainer;
+
+pub use trainer::{train, TrainConfig, TrainOutcome};

@@ -1,0 +1,480 @@
+//! Bidirectional split training: every paired batch (a, b) trains both "denoise b given a" and
+//! "denoise a given b", with condition dropout for the null (unconditional) branch, AdamW and EMA
+//! weights, validation loss and validation retrieval every epoch, and early stopping.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::ema::Ema;
+use super::split::split_by_group;
+use crate::data::pairs::PairedSet;
+use crate::device::DeviceChoice;
+use crate::diffusion::denoiser::{parameter_count, Denoiser, DenoiserShape};
+use crate::diffusion::noise::{normal_rows, Purpose};
+use crate::diffusion::normalize::ModalityStats;
+use crate::diffusion::prediction::{NoiseLevel, Prediction};
+use crate::diffusion::schedule::{Schedule, ScheduleKind};
+use crate::eval::report::{self, EvalOptions, Fusion};
+use crate::model::card::{
+    Direction, ModelCard, SamplingDefaults, Space, TrainingRecord, CARD_FORMAT, TORCH_VERSION,
+};
+use crate::model::{artifact, DiffgapModel};
+
+/// Everything `diffgap train` takes.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct TrainConfig {
+    /// Paired embeddings: .safetensors or .npz, one [rows, dim] float tensor per modality and an
+    /// optional int64 `group` tensor.
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Output model directory (created; files in it are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The two modalities to bridge, e.g. `text,audio`. Needed only when the file has more.
+    #[arg(long, value_delimiter = ',')]
+    pub modalities: Option<Vec<String>>,
+    /// Name of the contrastive space the embeddings come from, recorded in the card.
+    #[arg(long, default_value = "custom")]
+    pub space: String,
+    /// Share of items (not rows) held out for validation, early stopping and fusion weights.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Maximum passes over the training rows.
+    #[arg(long, default_value_t = 200)]
+    pub epochs: usize,
+    /// Stop after this many epochs without a better validation R@1.
+    #[arg(long, default_value_t = 25)]
+    pub patience: usize,
+    /// Seeds the split, the initialisation and every training draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pairs per step; each step trains both directions, so the network sees twice as many rows.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Share of rows trained with the null condition; enables classifier-free guidance.
+    #[arg(long, default_value_t = 0.1)]
+    pub cond_dropout: f64,
+    /// EMA decay of the served weights (warmed up over the first steps).
+    #[arg(long, default_value_t = 0.995)]
+    pub ema_decay: f64,
+    /// Hidden width of the denoiser: wider fits more, costs width^2 per row and step.
+    #[arg(long, default_value_t = 512)]
+    pub width: i64,
+    /// Residual blocks of the denoiser.
+    #[arg(long, default_value_t = 3)]
+    pub depth: i64,
+    /// What the network predicts: v is well conditioned at every noise level.
+    #[arg(long, value_enum, default_value_t = Prediction::V)]
+    pub prediction: Prediction,
+    /// Noise schedule of the forward process.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
+    pub schedule: ScheduleKind,
+    /// Training timesteps T.
+    #[arg(long, default_value_t = 1000)]
+    pub timesteps: usize,
+    /// DDIM steps used for validation retrieval and stored as the serving default.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Samples averaged per item at validation and by default when serving.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    #[serde(skip)]
+    pub device: DeviceChoice,
+    /// No progress bar (logs only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_bridged_r1: f64,
+}
+
+pub struct TrainOutcome {
+    pub card: ModelCard,
+    pub history: Vec<EpochLog>,
+    pub report: report::EvalReport,
+}
+
+pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let device = cfg.device.resolve().map_err(anyhow::Error::msg)?;
+    validate(cfg)?;
+    let set = PairedSet::load(&cfg.pairs)?;
+    let (ma, mb) = pick_modalities(&set, cfg.modalities.as_deref())?;
+    let (train_rows, val_rows) = split_by_group(&set.groups, cfg.val_fraction, cfg.seed);
+    if train_rows.is_empty() || val_rows.is_empty() {
+        bail!(
+            "{} has too few items to split into training and validation",
+            cfg.pairs.display()
+        );
+    }
+    let train_set = set.subset(&train_rows);
+    let val_set = set.subset(&val_rows);
+    tracing::info!(
+        rows = set.rows(),
+        train_rows = train_rows.len(),
+        val_rows = val_rows.len(),
+        dim = set.dim(),
+        "training {ma} <-> {mb}"
+    );
+
+    tch::manual_seed(cfg.seed as i64);
+    let dim = set.dim();
+    let shape = DenoiserShape {
+        dim,
+        width: cfg.width,
+        depth: cfg.depth,
+        directions: 2,
+    };
+    let vs = nn::VarStore::new(device);
+    let net = Denoiser::new(&vs.root(), shape);
+    let mut ema_vs = nn::VarStore::new(device);
+    let ema_net = Rc::new(Denoiser::new(&ema_vs.root(), shape));
+    ema_vs.copy(&vs).context("initialising the EMA weights")?;
+    // EMA weights are never trained, and tracing refuses constants that require grad.
+    ema_vs.freeze();
+    let mut ema = Ema::new(cfg.ema_decay);
+    let mut opt = nn::AdamW {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(&vs, cfg.lr)?;
+
+    let stats: BTreeMap<String, ModalityStats> = [&ma, &mb]
+        .into_iter()
+        .map(|m| Ok((m.clone(), ModalityStats::fit(train_set.modality(m)?))))
+        .collect::<Result<_>>()?;
+    let mut card = ModelCard {
+        format: CARD_FORMAT,
+        name: cfg
+            .out
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().into()),
+        diffgap_version: env!("CARGO_PKG_VERSION").into(),
+        torch_version: TORCH_VERSION.into(),
+        space: Space {
+            name: cfg.space.clone(),
+            dim,
+            modalities: vec![ma.clone(), mb.clone()],
+        },
+        // Direction 0 denoises b given a, direction 1 a given b.
+        directions: vec![
+            Direction {
+                condition: ma.clone(),
+                target: mb.clone(),
+            },
+            Direction {
+                condition: mb.clone(),
+                target: ma.clone(),
+            },
+        ],
+        normalization: stats.clone(),
+        schedule: cfg.schedule,
+        train_timesteps: cfg.timesteps,
+        prediction: cfg.prediction,
+        denoiser: shape,
+        parameters: parameter_count(&vs),
+        defaults: SamplingDefaults {
+            steps: cfg.steps,
+            guidance: 1.0,
+            samples: cfg.samples,
+            refine_strength: 0.5,
+        },
+        fusion: BTreeMap::new(),
+        training: None,
+        evaluation: None,
+        files: BTreeMap::new(),
+    };
+
+    let schedule = Schedule::new(cfg.schedule, cfg.timesteps);
+    let za = stats[&ma].normalize(&train_set.modality(&ma)?.to_device(device));
+    let zb = stats[&mb].normalize(&train_set.modality(&mb)?.to_device(device));
+    let alpha_bars = Tensor::from_slice(
+        &(0..cfg.timesteps)
+            .map(|t| schedule.alpha_bar(t) as f32)
+            .collect::<Vec<_>>(),
+    )
+    .to_device(device);
+    let val_probe = ValProbe::new(&val_set, &ma, &mb, &stats, &schedule, cfg, device)?;
+    let eval_opts = EvalOptions {
+        steps: cfg.steps,
+        samples: cfg.samples,
+        guidance: 1.0,
+        seed: cfg.seed,
+        shortlist: 0,
+    };
+
+    let n = za.size()[0];
+    let bar = progress(cfg);
+    let mut history = Vec::new();
+    let (mut best_r1, mut best_loss, mut best_epoch, mut since_best) = (-1.0, f64::INFINITY, 0, 0);
+    let mut best_weights = nn::VarStore::new(device);
+    // Creating a network on it gives the store the same variable names, so copy() can fill it.
+    let _best_layout = Denoiser::new(&best_weights.root(), shape);
+    best_weights.freeze();
+    for epoch in 1..=cfg.epochs {
+        let perm = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut sum, mut batches) = (0.0, 0);
+        for start in (0..n).step_by(cfg.batch_size) {
+            let idx = perm.narrow(0, start, (cfg.batch_size as i64).min(n - start));
+            let (a, b) = (za.index_select(0, &idx), zb.index_select(0, &idx));
+            let rows = idx.size()[0];
+            // Both directions in one batch, balanced: targets [b; a], conditions [a; b].
+            let x0 = Tensor::cat(&[&b, &a], 0);
+            let cond = Tensor::cat(&[&a, &b], 0);
+            let direction = Tensor::cat(
+                &[
+                    Tensor::zeros([rows], (Kind::Int64, device)),
+                    Tensor::ones([rows], (Kind::Int64, device)),
+                ],
+                0,
+            );
+            let t = Tensor::randint(cfg.timesteps as i64, [2 * rows], (Kind::Int64, device));
+            let eps = x0.randn_like();
+            let mask = Tensor::rand([2 * rows], (Kind::Float, device))
+                .ge(cfg.cond_dropout)
+                .to_kind(Kind::Float);
+            let a_t = alpha_bars.index_select(0, &t).unsqueeze(-1);
+            let level = NoiseLevel {
+                signal: a_t.sqrt(),
+                noise: (-&a_t + 1.0).sqrt(),
+            };
+            let x_t = &level.signal * &x0 + &level.noise * &eps;
+            let out = net.forward(&x_t, &t.to_kind(Kind::Float), &cond, &direction, &mask);
+            let loss = out.mse_loss(
+                &cfg.prediction.target(&x0, &eps, &level),
+                tch::Reduction::Mean,
+            );
+            opt.backward_step_clip_norm(&loss, 1.0);
+            ema.update(&ema_vs, &vs);
+            sum += loss.double_value(&[]);
+            batches += 1;
+        }
+        let train_loss = sum / batches.max(1) as f64;
+        let val_loss = val_probe.loss(ema_net.as_ref())?;
+        let model = DiffgapModel::new(card.clone(), Box::new(ema_net.clone()), device);
+        let rep = report::evaluate_model(
+            &model,
+            &val_set,
+            (&ma, &mb),
+            Fusion::FitOnThisSet,
+            eval_opts,
+        )?;
+        let r1 = report::bridged_r1(&rep);
+        history.push(EpochLog {
+            epoch,
+            train_loss,
+            val_loss,
+            val_bridged_r1: r1,
+        });
+        if r1 > best_r1 + 1e-9 || (r1 >= best_r1 - 1e-9 && val_loss < best_loss) {
+            (best_r1, best_loss, best_epoch, since_best) = (r1, val_loss, epoch, 0);
+            best_weights.copy(&ema_vs)?;
+        } else {
+            since_best += 1;
+        }
+        let msg = format!("epoch {epoch}: train {train_loss:.4} val {val_loss:.4} val R@1 {r1:.3} (best {best_r1:.3} @ {best_epoch})");
+        bar.set_message(msg.clone());
+        bar.inc(1);
+        tracing::debug!("{msg}");
+        if since_best >= cfg.patience {
+            break;
+        }
+    }
+    bar.finish();
+    ema_vs.copy(&best_weights)?;
+
+    // The card's evaluation and fusion weights: the best EMA weights on the validation split,
+    // with the generative re-ranking included.
+    let model = DiffgapModel::new(card.clone(), Box::new(ema_net.clone()), device);
+    let final_opts = EvalOptions {
+        shortlist: 10,
+        ..eval_opts
+    };
+    let rep = report::evaluate_model(
+        &model,
+        &val_set,
+        (&ma, &mb),
+        Fusion::FitOnThisSet,
+        final_opts,
+    )?;
+    card.fusion = report::fusion_weights(&rep);
+    card.evaluation = Some(serde_json::to_value(&rep)?);
+    let items = |s: &PairedSet| {
+        let mut g = s.groups.clone();
+        g.sort_unstable();
+        g.dedup();
+        g.len()
+    };
+    card.training = Some(TrainingRecord {
+        data_fingerprint: set.fingerprint.clone(),
+        data_file: cfg
+            .pairs
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into()),
+        rows: set.rows(),
+        train_items: items(&train_set),
+        val_items: items(&val_set),
+        epochs_run: history.len(),
+        best_epoch,
+        seed: cfg.seed,
+        batch_size: cfg.batch_size,
+        learning_rate: cfg.lr,
+        condition_dropout: cfg.cond_dropout,
+        ema_decay: cfg.ema_decay,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    artifact::save(&cfg.out, &mut card, &ema_net, &ema_vs, &vs)
+        .with_context(|| format!("writing the model to {}", cfg.out.display()))?;
+    std::fs::write(
+        cfg.out.join("history.json"),
+        serde_json::to_string_pretty(&history)? + "\n",
+    )?;
+    Ok(TrainOutcome {
+        card,
+        history,
+        report: rep,
+    })
+}
+
+fn validate(cfg: &TrainConfig) -> Result<()> {
+    if !(0.0..1.0).contains(&cfg.val_fraction) || cfg.val_fraction == 0.0 {
+        bail!("--val-fraction must be in (0, 1), got {}", cfg.val_fraction);
+    }
+    if cfg.batch_size == 0
+        || cfg.epochs == 0
+        || cfg.width < 2
+        || cfg.depth < 1
+        || cfg.timesteps == 0
+    {
+        bail!("--batch-size, --epochs, --depth and --timesteps must be positive and --width at least 2");
+    }
+    if cfg.width % 2 != 0 {
+        bail!(
+            "--width must be even (sinusoidal timestep embedding), got {}",
+            cfg.width
+        );
+    }
+    if !(0.0..1.0).contains(&cfg.cond_dropout) || !(0.0..1.0).contains(&cfg.ema_decay) {
+        bail!("--cond-dropout and --ema-decay must be in [0, 1)");
+    }
+    if cfg.steps == 0 || cfg.steps > cfg.timesteps || cfg.samples == 0 {
+        bail!("--steps must be in 1..=timesteps and --samples at least 1");
+    }
+    Ok(())
+}
+
+fn pick_modalities(set: &PairedSet, asked: Option<&[String]>) -> Result<(String, String)> {
+    let names = set.names();
+    let pair = match asked {
+        Some([a, b]) => (a.clone(), b.clone()),
+        Some(other) => bail!("--modalities takes exactly two names, got {other:?}"),
+        None if names.len() == 2 => (names[0].clone(), names[1].clone()),
+        None => bail!(
+            "{} has modalities {names:?}; choose two with --modalities a,b",
+            set.path.display()
+        ),
+    };
+    if pair.0 == pair.1 {
+        bail!("--modalities names '{}' twice", pair.0);
+    }
+    set.modality(&pair.0)?;
+    set.modality(&pair.1)?;
+    Ok(pair)
+}
+
+fn progress(cfg: &TrainConfig) -> ProgressBar {
+    if cfg.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(cfg.epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Fixed noise and timesteps for the validation loss, so epochs are compared on the same draws.
+struct ValProbe {
+    x_t: Tensor,
+    t: Tensor,
+    cond: Tensor,
+    direction: Tensor,
+    target: Tensor,
+}
+
+impl ValProbe {
+    fn new(
+        val: &PairedSet,
+        ma: &str,
+        mb: &str,
+        stats: &BTreeMap<String, ModalityStats>,
+        schedule: &Schedule,
+        cfg: &TrainConfig,
+        device: Device,
+    ) -> Result<Self> {
+        let a = stats[ma].normalize(&val.modality(ma)?.to_device(device));
+        let b = stats[mb].normalize(&val.modality(mb)?.to_device(device));
+        let rows = a.size()[0] as usize;
+        let x0 = Tensor::cat(&[&b, &a], 0);
+        let cond = Tensor::cat(&[&a, &b], 0);
+        let direction = Tensor::cat(
+            &[
+                Tensor::zeros([rows as i64], (Kind::Int64, device)),
+                Tensor::ones([rows as i64], (Kind::Int64, device)),
+            ],
+            0,
+        );
+        let keys: Vec<(u64, u64)> = (0..2 * rows as u64).map(|i| (cfg.seed, i)).collect();
+        let eps = normal_rows(&keys, Purpose::Train, a.size()[1] as usize, device);
+        // Evenly spread timesteps cover the whole trajectory with every row.
+        let ts: Vec<usize> = (0..2 * rows).map(|i| (i * 7919) % cfg.timesteps).collect();
+        let ab: Vec<f32> = ts.iter().map(|&t| schedule.alpha_bar(t) as f32).collect();
+        let ab = Tensor::from_slice(&ab).to_device(device).unsqueeze(-1);
+        let level = NoiseLevel {
+            signal: ab.sqrt(),
+            noise: (-&ab + 1.0).sqrt(),
+        };
+        let x_t = &level.signal * &x0 + &level.noise * &eps;
+        let target = cfg.prediction.target(&x0, &eps, &level);
+        let t =
+            Tensor::from_slice(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>()).to_device(device);
+        Ok(Self {
+            x_t,
+            t,
+            cond,
+            direction,
+            target,
+        })
+    }
+
+    fn loss(&self, net: &Denoiser) -> Result<f64> {
+        let _g = tch::no_grad_guard();
+        let mask = Tensor::ones([self.t.size()[0]], (Kind::Float, self.t.device()));
+        let out = net.forward(&self.x_t, &self.t, &self.cond, &self.direction, &mask);
+        Ok(out
+            .mse_loss(&self.target, tch::Reduction::Mean)
+            .double_value(&[]))
+    }
+}
