@@ -45,21 +45,23 @@ pub fn generate(spec: &SyntheticSpec) -> Vec<(String, Tensor)> {
         spec.latent as i64,
         spec.captions as i64,
     );
-    let z = randn(&mut rng, [n, k]);
+    // The maps and offsets are drawn first, so files with the same seed share one space and
+    // differ only in items: a larger file extends a smaller one with new items.
     let to_space = randn(&mut rng, [k, d]) / (k as f64).sqrt();
     let rotation = Tensor::linalg_qr(&randn(&mut rng, [d, d]), "reduced").0;
+    let gap_text = l2_normalize(&randn(&mut rng, [1, d])) * 0.9;
+    let gap_audio = l2_normalize(&randn(&mut rng, [1, d])) * 0.9;
+    let z = randn(&mut rng, [n, k]);
     let u = z.matmul(&to_space);
     // Audio: half the signal is the text direction, half a saturated rotation of it, so cosine
     // similarity captures only part of the relation and the rest is learnable.
     let warped = (u.matmul(&rotation) * 1.5).tanh();
     let audio_core = l2_normalize(&(l2_normalize(&u) * 0.6 + l2_normalize(&warped) * 0.8));
+    let audio_noise = randn(&mut rng, [n, d]) * (0.6 / (d as f64).sqrt());
     // The gap: each modality lives around its own offset (the cone effect).
-    let gap_text = l2_normalize(&randn(&mut rng, [1, d])) * 0.9;
-    let gap_audio = l2_normalize(&randn(&mut rng, [1, d])) * 0.9;
-    let audio_noise = randn(&mut rng, [n, d]) * (0.25 / (d as f64).sqrt());
     let audio = l2_normalize(&(audio_core + gap_audio + audio_noise));
     let text_base = l2_normalize(&u).repeat_interleave_self_int(caps, 0, None::<i64>);
-    let text_noise = randn(&mut rng, [n * caps, d]) * (0.45 / (d as f64).sqrt());
+    let text_noise = randn(&mut rng, [n * caps, d]) * (1.1 / (d as f64).sqrt());
     let text = l2_normalize(&(text_base + gap_text + text_noise));
     let audio = audio.repeat_interleave_self_int(caps, 0, None::<i64>);
     let group = Tensor::arange(n, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(

@@ -1,0 +1,143 @@
+//! The `diffgap` binary end to end, as a user runs it on a file they bring.
+
+use std::path::Path;
+use std::process::Command;
+
+fn diffgap(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running diffgap");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn synth_train_eval_bridge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.npz");
+    let model = tmp.path().join("model");
+    let (ok, out) = diffgap(&["synth", "--out", s(&pairs), "--items", "200", "--dim", "16"]);
+    assert!(ok, "{out}");
+    let (ok, out) = diffgap(&[
+        "train",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&model),
+        "--epochs",
+        "2",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "3",
+        "--samples",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("| contrastive |") && out.contains("| fused |"),
+        "{out}"
+    );
+    let json = tmp.path().join("eval.json");
+    let (ok, out) = diffgap(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--pairs",
+        s(&pairs),
+        "--json",
+        s(&json),
+        "--shortlist",
+        "3",
+    ]);
+    assert!(ok, "{out}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(rep["data_fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(rep["directions"].as_array().unwrap().len(), 2);
+    for mode in ["contrastive", "bridged", "reverse", "fused", "generative"] {
+        let r1 = rep["directions"][0]["modes"][mode]["r1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r1), "{mode}: {r1}");
+    }
+    let bridged = tmp.path().join("bridged.safetensors");
+    let (ok, out) = diffgap(&[
+        "bridge",
+        "--model",
+        s(&model),
+        "--input",
+        s(&pairs),
+        "--from",
+        "text",
+        "--to",
+        "audio",
+        "--out",
+        s(&bridged),
+        "--steps",
+        "4",
+    ]);
+    assert!(ok, "{out}");
+    let t = tch::Tensor::read_safetensors(&bridged).unwrap();
+    assert_eq!(t[0].0, "audio");
+    assert_eq!(t[0].1.size(), vec![400, 16]);
+}
+
+#[test]
+fn user_errors_exit_non_zero_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.safetensors");
+    assert!(diffgap(&["synth", "--out", s(&pairs), "--items", "20", "--dim", "8"]).0);
+    let (ok, out) = diffgap(&[
+        "train",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&tmp.path().join("m")),
+        "--modalities",
+        "text,video",
+    ]);
+    assert!(!ok && out.contains("no modality 'video'"), "{out}");
+    let (ok, out) = diffgap(&[
+        "train",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&tmp.path().join("m")),
+        "--val-fraction",
+        "1.5",
+    ]);
+    assert!(!ok && out.contains("--val-fraction"), "{out}");
+    let (ok, out) = diffgap(&[
+        "eval",
+        "--model",
+        s(&tmp.path().join("none")),
+        "--pairs",
+        s(&pairs),
+    ]);
+    assert!(!ok && out.contains("card.json"), "{out}");
+    let (ok, out) = diffgap(&[
+        "train",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        "x",
+        "--device",
+        "tpu",
+    ]);
+    assert!(!ok && out.contains("unknown device"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
