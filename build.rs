@@ -1,7 +1,32 @@
-//! Links libtorch so that the binaries run without LD_LIBRARY_PATH and use CUDA when present.
+//! Generates the gRPC code of `proto/diffgap/v1/diffgap.proto` (with a vendored protoc, so no
+//! system protoc is needed) and links libtorch so that the binaries run without LD_LIBRARY_PATH
+//! and use CUDA when present.
 
-fn main() {
+use std::path::PathBuf;
+
+const PROTO: &str = "proto/diffgap/v1/diffgap.proto";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
+    compile_protos()?;
+    link_libtorch();
+    Ok(())
+}
+
+fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO}");
+    // A protoc set by the caller wins; otherwise the vendored one.
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("diffgap_descriptor.bin"))
+        .compile_protos(&[PROTO], &["proto"])?;
+    Ok(())
+}
+
+fn link_libtorch() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if os != "linux" {
         return;

@@ -7,6 +7,7 @@
 //! - [`train`]: bidirectional split training;
 //! - [`eval`]: the retrieval and gap evaluation protocol;
 //! - [`data`]: paired embedding files and the synthetic set;
+//! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements.
 pub mod bench;
 pub mod data;
@@ -14,4 +15,5 @@ pub mod device;
 pub mod diffusion;
 pub mod eval;
 pub mod model;
+pub mod service;
 pub mod train;

@@ -34,6 +34,9 @@ enum Command {
     Synth(SynthArgs),
     /// Measure bridging throughput and the denoiser's GFLOP/s against a plain matrix product.
     Bench(bench::BenchArgs),
+    /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
+    /// reflection) until SIGINT or SIGTERM.
+    Serve(diffgap::service::ServeConfig),
 }
 
 #[derive(clap::Args)]
@@ -129,6 +132,7 @@ fn main() -> Result<()> {
             println!("wrote {}", args.out.display());
         }
         Command::Bench(args) => bench::run(&args)?,
+        Command::Serve(cfg) => serve(cfg)?,
     }
     Ok(())
 }
@@ -204,4 +208,41 @@ fn bridge(args: BridgeArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+fn serve(cfg: diffgap::service::ServeConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(diffgap::service::serve(cfg, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT (ctrl-c) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for ctrl-c: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }

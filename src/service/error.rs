@@ -1,0 +1,64 @@
+//! The service's one error type, and its one mapping to gRPC status codes.
+
+use crate::model::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed; `field` names the offending field (e.g. `items[2].steps`).
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("no model named '{name}'; this server serves {available:?}")]
+    ModelNotFound {
+        name: String,
+        available: Vec<String>,
+    },
+    /// The request is well formed but the model cannot serve it (e.g. no fusion weights).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("the model queue is full ({capacity} requests waiting); retry later")]
+    Overloaded { capacity: usize },
+    /// Still loading, shutting down, or the model worker is gone.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("loading the model: {0}")]
+    Load(#[from] ModelError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
+            ServiceError::ModelNotFound { .. } => Code::NotFound,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServiceError::Overloaded { .. } => Code::ResourceExhausted,
+            ServiceError::Unavailable(_) => Code::Unavailable,
+            ServiceError::Internal(_)
+            | ServiceError::Config(_)
+            | ServiceError::Load(_)
+            | ServiceError::Bind { .. }
+            | ServiceError::Transport(_) => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}

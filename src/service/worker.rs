@@ -1,0 +1,313 @@
+//! The model worker: one OS thread that loads and owns the model (its tensors never leave it),
+//! fed by a bounded channel. It drains whatever requests are waiting, up to a row budget, and runs
+//! their rows grouped by (direction, steps, guidance, samples) as one batched call per group.
+//! Each row carries its own seed, so a result does not depend on what it was batched with.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tch::{Device, Kind, Tensor};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
+
+use super::error::ServiceError;
+use crate::device::describe;
+use crate::diffusion::sampler::SampleOptions;
+use crate::model::card::{FusionWeights, SamplingDefaults};
+use crate::model::{artifact, DiffgapModel, ModelError};
+
+/// One embedding to bridge, as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeRow {
+    pub from: String,
+    pub to: String,
+    pub embedding: Vec<f32>,
+    pub opts: SampleOptions,
+    pub seed: u64,
+}
+
+/// The bridged rows of one request, in its order, and where the time went.
+#[derive(Debug, Clone)]
+pub struct Bridged {
+    pub embeddings: Vec<Vec<f32>>,
+    /// From enqueueing to the start of the batch that carried the request.
+    pub queue: Duration,
+    /// The whole batch's model time.
+    pub compute: Duration,
+}
+
+/// What the service needs to know about the loaded model, as plain data.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub space: String,
+    pub modalities: Vec<String>,
+    pub dim: usize,
+    /// (condition, target) pairs the denoiser was trained for.
+    pub directions: Vec<(String, String)>,
+    pub defaults: SamplingDefaults,
+    /// Largest accepted DDIM step count (the training timesteps).
+    pub max_steps: usize,
+    pub parameters: i64,
+    /// Keyed "query->candidate".
+    pub fusion: BTreeMap<String, FusionWeights>,
+    pub device: String,
+}
+
+impl ModelInfo {
+    fn of(model: &DiffgapModel) -> Self {
+        let c = &model.card;
+        Self {
+            name: c.name.clone(),
+            space: c.space.name.clone(),
+            modalities: c.space.modalities.clone(),
+            dim: c.space.dim.max(0) as usize,
+            directions: c
+                .directions
+                .iter()
+                .map(|d| (d.condition.clone(), d.target.clone()))
+                .collect(),
+            defaults: c.defaults,
+            max_steps: model.schedule().steps(),
+            parameters: c.parameters,
+            fusion: c.fusion.clone(),
+            device: describe(model.device()),
+        }
+    }
+}
+
+struct Job {
+    rows: Vec<BridgeRow>,
+    reply: oneshot::Sender<Result<Bridged, ServiceError>>,
+    span: Span,
+    enqueued: Instant,
+}
+
+/// The async side of the worker: cheap to clone, one per RPC handler.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: mpsc::Sender<Job>,
+    capacity: usize,
+}
+
+impl WorkerHandle {
+    /// Bridges `rows` (already validated against the model). Fails at once with `Overloaded`
+    /// when the queue is full, and with `Unavailable` when the worker has stopped.
+    pub async fn bridge(&self, rows: Vec<BridgeRow>) -> Result<Bridged, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            rows,
+            reply,
+            span: Span::current(),
+            enqueued: Instant::now(),
+        };
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => ServiceError::Overloaded {
+                capacity: self.capacity,
+            },
+            TrySendError::Closed(_) => {
+                ServiceError::Unavailable("the model worker has stopped".into())
+            }
+        })?;
+        answer.await.map_err(|_| {
+            ServiceError::Unavailable("the model worker stopped before answering".into())
+        })?
+    }
+}
+
+/// A started worker: its handle, the load result (sent once the model is loaded and warmed
+/// up) and its thread, which ends once every handle is dropped.
+pub struct ModelWorker {
+    pub handle: WorkerHandle,
+    pub ready: oneshot::Receiver<Result<ModelInfo, ServiceError>>,
+    pub thread: JoinHandle<()>,
+}
+
+impl ModelWorker {
+    pub fn spawn(
+        dir: PathBuf,
+        device: Device,
+        max_batch_rows: usize,
+        queue_capacity: usize,
+    ) -> Result<Self, ServiceError> {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let (ready_tx, ready) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("diffgap-model".into())
+            .spawn(move || {
+                let loaded = artifact::load(&dir, device).and_then(|m| warm_up(&m).map(|()| m));
+                match loaded {
+                    Ok(model) => {
+                        if ready_tx.send(Ok(ModelInfo::of(&model))).is_ok() {
+                            run(&model, rx, max_batch_rows);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ServiceError::Load(e)));
+                    }
+                }
+            })
+            .map_err(|e| ServiceError::Internal(format!("cannot start the model thread: {e}")))?;
+        Ok(Self {
+            handle: WorkerHandle {
+                tx,
+                capacity: queue_capacity,
+            },
+            ready,
+            thread,
+        })
+    }
+}
+
+/// One bridge per direction with the default options, so that the first request does not pay
+/// for libtorch's first-call setup.
+fn warm_up(model: &DiffgapModel) -> Result<(), ModelError> {
+    let d = model.card.defaults;
+    let opts = SampleOptions {
+        steps: d.steps,
+        guidance: d.guidance,
+        samples: 1,
+    };
+    let x = Tensor::ones([1, model.dim()], (Kind::Float, tch::Device::Cpu));
+    for dir in &model.card.directions {
+        let _warm = model.bridge(&x, &dir.condition, &dir.target, &[0], opts)?;
+    }
+    Ok(())
+}
+
+fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize) {
+    let _no_grad = tch::no_grad_guard();
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut rows = first.rows.len();
+        let mut jobs = vec![first];
+        while rows < max_rows {
+            match rx.try_recv() {
+                Ok(job) if rows + job.rows.len() > max_rows => {
+                    carried = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    rows += job.rows.len();
+                    jobs.push(job);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        run_batch(model, jobs);
+    }
+}
+
+type GroupKey = (String, String, usize, u32, usize);
+
+fn group_key(row: &BridgeRow) -> GroupKey {
+    (
+        row.from.clone(),
+        row.to.clone(),
+        row.opts.steps,
+        row.opts.guidance.to_bits(),
+        row.opts.samples,
+    )
+}
+
+fn run_batch(model: &DiffgapModel, jobs: Vec<Job>) {
+    let start = Instant::now();
+    // A client that went away needs no answer.
+    let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    let mut groups: BTreeMap<GroupKey, Vec<(usize, usize)>> = BTreeMap::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (r, row) in job.rows.iter().enumerate() {
+            groups.entry(group_key(row)).or_default().push((j, r));
+        }
+    }
+    let mut out: Vec<Vec<Option<Vec<f32>>>> =
+        jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
+    let mut failed: Vec<Option<String>> = vec![None; jobs.len()];
+    for members in groups.values() {
+        match bridge_group(model, &jobs, members) {
+            Ok(vectors) => {
+                for (&(j, r), v) in members.iter().zip(vectors) {
+                    out[j][r] = Some(v);
+                }
+            }
+            Err(e) => {
+                tracing::error!("bridging a batch group failed: {e}");
+                for &(j, _) in members {
+                    failed[j] = Some(e.to_string());
+                }
+            }
+        }
+    }
+    let compute = start.elapsed();
+    tracing::debug!(
+        requests = jobs.len(),
+        groups = groups.len(),
+        compute_us = compute.as_micros() as u64,
+        "batch done"
+    );
+    for ((job, rows), fail) in jobs.into_iter().zip(out).zip(failed) {
+        let Job {
+            reply,
+            span,
+            enqueued,
+            ..
+        } = job;
+        let _entered = span.enter();
+        let result = match (fail, rows.into_iter().collect::<Option<Vec<_>>>()) {
+            (Some(msg), _) => Err(ServiceError::Internal(msg)),
+            (None, None) => Err(ServiceError::Internal("a row was not bridged".into())),
+            (None, Some(embeddings)) => Ok(Bridged {
+                embeddings,
+                queue: start.saturating_duration_since(enqueued),
+                compute,
+            }),
+        };
+        // The client may have gone meanwhile; nothing to do then.
+        let _ = reply.send(result);
+    }
+}
+
+/// Bridges the rows `members` (job, row) of one group in one call.
+fn bridge_group(
+    model: &DiffgapModel,
+    jobs: &[Job],
+    members: &[(usize, usize)],
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let dim = model.dim().max(1) as usize;
+    let Some(&(j0, r0)) = members.first() else {
+        return Ok(Vec::new());
+    };
+    let first = &jobs[j0].rows[r0];
+    let mut flat = Vec::with_capacity(members.len() * dim);
+    let mut seeds = Vec::with_capacity(members.len());
+    for &(j, r) in members {
+        let row = &jobs[j].rows[r];
+        if row.embedding.len() != dim {
+            return Err(ModelError::Dimension {
+                got: row.embedding.len() as i64,
+                expected: dim as i64,
+            });
+        }
+        flat.extend_from_slice(&row.embedding);
+        seeds.push(row.seed);
+    }
+    let x = Tensor::from_slice(&flat).view([members.len() as i64, dim as i64]);
+    let y = model.bridge(&x, &first.from, &first.to, &seeds, first.opts)?;
+    let y = y
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .view([-1]);
+    let values = Vec::<f32>::try_from(&y)?;
+    Ok(values.chunks(dim).map(<[f32]>::to_vec).collect())
+}

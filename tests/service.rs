@@ -1,0 +1,581 @@
+//! The gRPC service end to end: a tiny model trained here, the real server on an ephemeral
+//! port, and the generated tonic client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use diffgap::data::pairs::write_named;
+use diffgap::data::synthetic::{generate, SyntheticSpec};
+use diffgap::device::DeviceChoice;
+use diffgap::diffusion::prediction::Prediction;
+use diffgap::diffusion::sampler::SampleOptions;
+use diffgap::diffusion::schedule::ScheduleKind;
+use diffgap::model::{artifact, row_seed};
+use diffgap::service::proto::diffgap_client::DiffgapClient;
+use diffgap::service::proto::{
+    BridgeItem, BridgeRequest, BridgeResponse, Candidate, Embedding, InfoRequest, RankMode,
+    RankRequest,
+};
+use diffgap::service::{self, ServeConfig};
+use diffgap::train::TrainConfig;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const DIM: usize = 16;
+
+fn train_tiny(dir: &Path) -> PathBuf {
+    let pairs = dir.join("pairs.safetensors");
+    let spec = SyntheticSpec {
+        items: 300,
+        captions: 2,
+        dim: DIM,
+        latent: 8,
+        seed: 3,
+    };
+    write_named(&pairs, &generate(&spec)).expect("writing the synthetic pairs");
+    let out = dir.join("model");
+    let cfg = TrainConfig {
+        pairs,
+        out: out.clone(),
+        modalities: Some(vec!["text".into(), "audio".into()]),
+        space: "synthetic".into(),
+        val_fraction: 0.15,
+        epochs: 3,
+        patience: 10,
+        seed: 1,
+        batch_size: 128,
+        lr: 2e-3,
+        weight_decay: 0.01,
+        cond_dropout: 0.1,
+        ema_decay: 0.99,
+        width: 64,
+        depth: 2,
+        prediction: Prediction::V,
+        schedule: ScheduleKind::Cosine,
+        timesteps: 1000,
+        steps: 5,
+        samples: 2,
+        device: DeviceChoice::Cpu,
+        quiet: true,
+    };
+    diffgap::train::train(&cfg).expect("training the tiny model");
+    out
+}
+
+/// The tiny model, trained once per test binary.
+fn model_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        train_tiny(&dir)
+    })
+}
+
+fn config(model: &Path) -> ServeConfig {
+    let mut cfg = ServeConfig::new(
+        model.into(),
+        "127.0.0.1:0".parse().expect("address"),
+        DeviceChoice::Cpu,
+    );
+    cfg.max_items_per_request = 32;
+    cfg
+}
+
+/// One server for the whole binary, on its own runtime and thread so that it outlives each
+/// test's runtime.
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let cfg = config(model_dir());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let listening = service::bind(cfg).await.expect("bind");
+                tx.send(listening.local_addr()).expect("report the address");
+                listening
+                    .serve(std::future::pending())
+                    .await
+                    .expect("serve");
+            });
+        });
+        rx.recv().expect("the server's address")
+    })
+}
+
+async fn wait_serving(addr: SocketAddr) {
+    let mut health = HealthClient::new(channel(addr).await);
+    for _ in 0..600 {
+        let r = health
+            .check(HealthCheckRequest {
+                service: "diffgap.v1.Diffgap".into(),
+            })
+            .await
+            .expect("health check");
+        if r.into_inner().status == ServingStatus::Serving as i32 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server did not become SERVING within 60 s");
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn client() -> DiffgapClient<Channel> {
+    let addr = server();
+    wait_serving(addr).await;
+    DiffgapClient::new(channel(addr).await)
+}
+
+/// A deterministic pseudo-random vector.
+fn vector(seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..DIM)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+fn emb(values: Vec<f32>) -> Option<Embedding> {
+    Some(Embedding { values })
+}
+
+fn item(from: &str, to: &str, values: Vec<f32>, seed: Option<u64>) -> BridgeItem {
+    BridgeItem {
+        source_modality: from.into(),
+        target_modality: to.into(),
+        embedding: emb(values),
+        steps: None,
+        guidance: None,
+        samples: None,
+        seed,
+    }
+}
+
+fn bridge_request(items: Vec<BridgeItem>) -> BridgeRequest {
+    BridgeRequest {
+        model: String::new(),
+        items,
+    }
+}
+
+fn values(r: BridgeResponse) -> Vec<Vec<f32>> {
+    r.embeddings.into_iter().map(|e| e.values).collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "component {i}: {x} vs {y}");
+    }
+}
+
+#[tokio::test]
+async fn bridge_matches_the_in_process_model() {
+    let mut c = client().await;
+    let x = vector(1);
+    let y = vector(2);
+    let mut guided = item("audio", "text", y.clone(), Some(11));
+    guided.steps = Some(8);
+    guided.guidance = Some(1.5);
+    guided.samples = Some(3);
+    let r = c
+        .bridge(bridge_request(vec![
+            item("text", "audio", x.clone(), Some(7)),
+            item("text", "audio", x.clone(), None),
+            guided,
+        ]))
+        .await
+        .expect("bridge")
+        .into_inner();
+    let t = r.timings.expect("timings");
+    assert!(t.total_ns >= t.compute_ns && t.compute_ns > 0);
+    let got = values(r);
+    assert_eq!(got.len(), 3);
+
+    let model = artifact::load(model_dir(), tch::Device::Cpu).expect("load");
+    let d = model.card.defaults;
+    let defaults = SampleOptions {
+        steps: d.steps,
+        guidance: d.guidance,
+        samples: d.samples,
+    };
+    let local = |v: &[f32], from: &str, to: &str, seed: u64, opts: SampleOptions| -> Vec<f32> {
+        let t = tch::Tensor::from_slice(v).view([1, DIM as i64]);
+        let out = model.bridge(&t, from, to, &[seed], opts).expect("bridge");
+        Vec::<f32>::try_from(&out.view([-1])).expect("to vec")
+    };
+    assert_close(&got[0], &local(&x, "text", "audio", 7, defaults), 1e-5);
+    // No seed: row_seed(0, index in the request).
+    assert_close(
+        &got[1],
+        &local(&x, "text", "audio", row_seed(0, 1), defaults),
+        1e-5,
+    );
+    let opts = SampleOptions {
+        steps: 8,
+        guidance: 1.5,
+        samples: 3,
+    };
+    assert_close(&got[2], &local(&y, "audio", "text", 11, opts), 1e-5);
+    let norm: f32 = got[0].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "output norm {norm}");
+}
+
+#[tokio::test]
+async fn results_do_not_depend_on_batching() {
+    let mut c = client().await;
+    let items: Vec<BridgeItem> = (0..6)
+        .map(|i| {
+            let (from, to) = if i % 2 == 0 {
+                ("text", "audio")
+            } else {
+                ("audio", "text")
+            };
+            let mut it = item(from, to, vector(100 + i), Some(1000 + i));
+            if i % 3 == 0 {
+                it.steps = Some(3);
+            }
+            it
+        })
+        .collect();
+    let together = values(
+        c.bridge(bridge_request(items.clone()))
+            .await
+            .expect("bridge")
+            .into_inner(),
+    );
+    // Concurrent single-item requests: the worker merges whatever is waiting.
+    let singles = futures_join(items.iter().map(|it| {
+        let mut c = c.clone();
+        let req = bridge_request(vec![it.clone()]);
+        async move { values(c.bridge(req).await.expect("bridge").into_inner()) }
+    }))
+    .await;
+    assert_eq!(together.len(), singles.len());
+    for (a, b) in together.iter().zip(&singles) {
+        assert_eq!(b.len(), 1);
+        assert_close(a, &b[0], 1e-5);
+    }
+}
+
+/// Runs the futures concurrently on the runtime and returns their outputs in order.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+fn rank_request(mode: i32, top_k: u32) -> RankRequest {
+    RankRequest {
+        model: String::new(),
+        query: emb(vector(5)),
+        query_modality: "text".into(),
+        candidate_modality: "audio".into(),
+        candidates: (0..6)
+            .map(|i| Candidate {
+                id: format!("c{i}"),
+                embedding: emb(vector(200 + i)),
+            })
+            .collect(),
+        mode,
+        top_k,
+        seed: Some(3),
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[tokio::test]
+async fn rank_sorts_and_reports_components() {
+    let mut c = client().await;
+    let card = artifact::read_card(model_dir()).expect("card");
+
+    let r = c
+        .rank(rank_request(RankMode::Contrastive as i32, 3))
+        .await
+        .expect("rank")
+        .into_inner();
+    assert_eq!(r.results.len(), 3);
+    let q = vector(5);
+    for res in &r.results {
+        let i: u64 = res.id[1..].parse().expect("id");
+        let expected = cosine(&q, &vector(200 + i));
+        assert!((res.contrastive - expected).abs() < 1e-5);
+        assert_eq!(res.score, res.contrastive);
+        assert!(res.bridged.is_none() && res.reverse.is_none());
+    }
+    assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
+
+    let r = c
+        .rank(rank_request(RankMode::Bridged as i32, 0))
+        .await
+        .expect("rank")
+        .into_inner();
+    assert_eq!(r.results.len(), 6);
+    assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
+    for res in &r.results {
+        assert_eq!(Some(res.score), res.bridged);
+    }
+
+    let r = c
+        .rank(rank_request(RankMode::Reverse as i32, 2))
+        .await
+        .expect("rank")
+        .into_inner();
+    assert_eq!(r.results.len(), 2);
+    for res in &r.results {
+        assert_eq!(Some(res.score), res.reverse);
+    }
+
+    // Unspecified = fused with the card's weights for text->audio.
+    let w = card.fusion["text->audio"];
+    let r = c
+        .rank(rank_request(RankMode::Unspecified as i32, 6))
+        .await
+        .expect("rank")
+        .into_inner();
+    assert_eq!(r.results.len(), 6);
+    assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
+    for res in &r.results {
+        assert_eq!(res.bridged.is_some(), w.bridged != 0.0);
+        assert_eq!(res.reverse.is_some(), w.reverse != 0.0);
+        let fused = w.contrastive as f32 * res.contrastive
+            + w.bridged as f32 * res.bridged.unwrap_or(0.0)
+            + w.reverse as f32 * res.reverse.unwrap_or(0.0);
+        assert!((res.score - fused).abs() < 1e-4);
+    }
+    let again = c
+        .rank(rank_request(RankMode::Fused as i32, 6))
+        .await
+        .expect("rank")
+        .into_inner();
+    assert_eq!(again.results, r.results, "same seed, same ranking");
+}
+
+#[tokio::test]
+async fn info_and_health() {
+    let mut c = client().await;
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    assert_eq!(info.models.len(), 1);
+    let m = &info.models[0];
+    assert_eq!(m.dim, DIM as u32);
+    assert_eq!(m.name, "model");
+    assert_eq!(m.space, "synthetic");
+    assert_eq!(m.modalities, vec!["text".to_string(), "audio".to_string()]);
+    assert_eq!(m.default_steps, 5);
+    assert_eq!(m.default_samples, 2);
+    assert_eq!(m.max_steps, 1000);
+    assert!(m.parameters > 0);
+    assert!(m.directions.contains(&"text->audio".to_string()));
+    assert_eq!(info.device, "cpu");
+    let limits = info.limits.expect("limits");
+    assert_eq!(limits.max_items_per_request, 32);
+
+    let mut health = HealthClient::new(channel(server()).await);
+    for service in ["", "diffgap.v1.Diffgap"] {
+        let s = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(
+            s.status,
+            ServingStatus::Serving as i32,
+            "service '{service}'"
+        );
+    }
+}
+
+async fn expect_code<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    mention: &str,
+) {
+    let status = r.expect_err("the request should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(mention),
+        "'{}' should mention '{mention}'",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_arguments() {
+    let mut c = client().await;
+    let ok = || item("text", "audio", vector(9), Some(1));
+    let with = |f: &dyn Fn(&mut BridgeItem)| {
+        let mut it = ok();
+        f(&mut it);
+        bridge_request(vec![ok(), it])
+    };
+    let cases: Vec<(BridgeRequest, &str)> = vec![
+        (bridge_request(vec![]), "items"),
+        (bridge_request(vec![ok(); 33]), "limit is 32"),
+        (
+            with(&|it| it.embedding = emb(vec![0.1; DIM + 1])),
+            "items[1].embedding.values",
+        ),
+        (with(&|it| it.embedding = None), "items[1].embedding"),
+        (
+            with(&|it| {
+                if let Some(e) = it.embedding.as_mut() {
+                    e.values[3] = f32::NAN;
+                }
+            }),
+            "items[1].embedding.values[3]",
+        ),
+        (
+            with(&|it| {
+                if let Some(e) = it.embedding.as_mut() {
+                    e.values[0] = f32::INFINITY;
+                }
+            }),
+            "items[1].embedding.values[0]",
+        ),
+        (
+            with(&|it| it.embedding = emb(vec![0.0; DIM])),
+            "zero vector",
+        ),
+        (
+            with(&|it| it.source_modality = "video".into()),
+            "items[1].source_modality",
+        ),
+        (
+            with(&|it| it.target_modality = "text".into()),
+            "items[1].target_modality",
+        ),
+        (with(&|it| it.steps = Some(0)), "items[1].steps"),
+        (with(&|it| it.steps = Some(1001)), "items[1].steps"),
+        (with(&|it| it.samples = Some(0)), "items[1].samples"),
+        (
+            with(&|it| it.guidance = Some(f32::NAN)),
+            "items[1].guidance",
+        ),
+    ];
+    for (req, mention) in cases {
+        expect_code(c.bridge(req).await, Code::InvalidArgument, mention).await;
+    }
+
+    let mut unknown_mode = rank_request(99, 3);
+    expect_code(
+        c.rank(unknown_mode.clone()).await,
+        Code::InvalidArgument,
+        "mode",
+    )
+    .await;
+    unknown_mode.mode = RankMode::Contrastive as i32;
+    unknown_mode.candidates.clear();
+    expect_code(
+        c.rank(unknown_mode).await,
+        Code::InvalidArgument,
+        "candidates",
+    )
+    .await;
+    let mut same = rank_request(RankMode::Fused as i32, 3);
+    same.candidate_modality = "text".into();
+    expect_code(
+        c.rank(same).await,
+        Code::InvalidArgument,
+        "candidate_modality",
+    )
+    .await;
+    let mut bad_query = rank_request(RankMode::Fused as i32, 3);
+    bad_query.query = emb(vec![1.0; 3]);
+    expect_code(
+        c.rank(bad_query).await,
+        Code::InvalidArgument,
+        "query.values",
+    )
+    .await;
+    let mut bad_cand = rank_request(RankMode::Fused as i32, 3);
+    bad_cand.candidates[2].embedding = emb(vec![f32::NEG_INFINITY; DIM]);
+    expect_code(
+        c.rank(bad_cand).await,
+        Code::InvalidArgument,
+        "candidates[2].embedding.values[0]",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_model_is_not_found() {
+    let mut c = client().await;
+    let mut req = bridge_request(vec![item("text", "audio", vector(1), None)]);
+    req.model = "nope".into();
+    expect_code(c.bridge(req).await, Code::NotFound, "nope").await;
+    let mut req = rank_request(RankMode::Contrastive as i32, 1);
+    req.model = "nope".into();
+    expect_code(c.rank(req).await, Code::NotFound, "nope").await;
+    // The model's own name works as well as the empty default.
+    let mut req = bridge_request(vec![item("text", "audio", vector(1), None)]);
+    req.model = "model".into();
+    c.bridge(req).await.expect("bridge by name");
+}
+
+#[tokio::test]
+async fn shuts_down_gracefully() {
+    let listening = service::bind(config(model_dir())).await.expect("bind");
+    let addr = listening.local_addr();
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(listening.serve(async {
+        let _ = stopped.await;
+    }));
+    wait_serving(addr).await;
+    let mut c = DiffgapClient::new(channel(addr).await);
+    c.bridge(bridge_request(vec![item("text", "audio", vector(1), None)]))
+        .await
+        .expect("bridge");
+    drop(c);
+    stop.send(()).expect("stop");
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the server stops")
+        .expect("task")
+        .expect("serve returns Ok");
+}
+
+#[tokio::test]
+async fn a_missing_model_fails_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listening = service::bind(config(dir.path())).await.expect("bind");
+    let err = listening
+        .serve(std::future::pending())
+        .await
+        .expect_err("no model there");
+    assert!(err.to_string().contains("card.json"), "{err}");
+}
