@@ -15,6 +15,9 @@ fn write(dir: &Path, name: &str, tensors: Vec<(&str, Tensor)>) -> PathBuf {
     path
 }
 
+/// A file's tensors, the name of the case and the message expected.
+type Case = (&'static str, Vec<(&'static str, Tensor)>, &'static str);
+
 fn rand(rows: i64, dim: i64) -> Tensor {
     Tensor::randn([rows, dim], (Kind::Float, Device::Cpu))
 }
@@ -60,7 +63,7 @@ fn good_files_load_in_both_formats() {
 fn malformed_tensors_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let cases: Vec<(&str, Vec<(&str, Tensor)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "rows",
             vec![("text", rand(4, 8)), ("audio", rand(5, 8))],

@@ -138,7 +138,12 @@ impl Denoiser {
             let m = block.modulation.forward(&emb).chunk(3, -1);
             let y = self.layer_norm(&h) * (1.0 + &m[0]) + &m[1];
             let y = block.fc2.forward(&block.fc1.forward(&y).silu());
-            h = h + &m[2] * y;
+            // Not `+=`: layer_norm saved `h` for the backward pass, and an in-place add would
+            // invalidate it during training.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + &m[2] * y;
+            }
         }
         let m = self.final_modulation.forward(&emb).chunk(2, -1);
         let h = self.layer_norm(&h) * (1.0 + &m[0]) + &m[1];

@@ -94,7 +94,7 @@ fn check_card(dir: &Path, card: &ModelCard) -> Result<(), ModelError> {
                     format!("no normalisation statistics for modality '{m}'"),
                 ))
             }
-            Some(s) if s.mean.len() as i64 != d || !(s.scale > 0.0) => {
+            Some(s) if s.mean.len() as i64 != d || s.scale.is_nan() || s.scale <= 0.0 => {
                 return Err(artifact_err(
                     dir,
                     format!("normalisation statistics of '{m}' do not fit dimension {d}"),

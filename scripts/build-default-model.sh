@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the interim default model (models/default) by training DiffGAP on the synthetic paired
+# set. Deterministic by seed; skipped when the model is already there (delete it to rebuild).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$DIFFGAP_ROOT"
+if [ -f models/default/card.json ]; then
+  exit 0
+fi
+mkdir -p .cache
+bin=target/release/diffgap
+[ -x "$bin" ] || cargo build --release
+"$bin" synth --out .cache/synthetic-train.safetensors --items 2000 --dim 64 --seed 0
+"$bin" train --pairs .cache/synthetic-train.safetensors --out models/default.tmp \
+  --space synthetic --modalities text,audio --width 256 --depth 3 --epochs 60 --patience 15 \
+  --steps 10 --samples 4 --seed 0 --quiet
+rm -rf models/default
+mv models/default.tmp models/default
+echo "default model written to models/default"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the diffgap gRPC service on the default model, from a fresh clone: installs libtorch,
+# builds, trains the interim default model when it is missing, then serves. Extra arguments go
+# to `diffgap serve` (see `diffgap serve --help`).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$DIFFGAP_ROOT"
+bash scripts/setup.sh
+cargo build --release
+bash scripts/build-default-model.sh
+exec target/release/diffgap serve --model models/default "$@"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs (scripts/setup.sh), checks
+# formatting and lints, then runs every unit and integration test. Idempotent; cached.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$DIFFGAP_ROOT"
+bash scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+cargo test --release
