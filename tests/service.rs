@@ -579,3 +579,83 @@ async fn a_missing_model_fails_serve() {
         .expect_err("no model there");
     assert!(err.to_string().contains("card.json"), "{err}");
 }
+
+#[tokio::test]
+async fn a_full_queue_is_resource_exhausted() {
+    let mut cfg = config(model_dir());
+    cfg.queue_capacity = 1;
+    cfg.max_batch_rows = 1;
+    let listening = service::bind(cfg).await.expect("bind");
+    let addr = listening.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(listening.serve(async {
+        let _ = stopped.await;
+    }));
+    wait_serving(addr).await;
+    let c = DiffgapClient::new(channel(addr).await);
+    // One slow request runs, one waits, the rest find the queue full.
+    let mut slow = item("text", "audio", vector(1), Some(1));
+    slow.steps = Some(1000);
+    slow.samples = Some(4);
+    let answers = futures_join((0..12).map(|_| {
+        let mut c = c.clone();
+        let req = bridge_request(vec![slow.clone()]);
+        async move { c.bridge(req).await.map(|r| values(r.into_inner())) }
+    }))
+    .await;
+    let ok: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    let full = answers
+        .iter()
+        .filter(|a| matches!(a, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert!(!ok.is_empty(), "some requests are served");
+    assert!(full > 0, "some requests find the queue full");
+    assert_eq!(ok.len() + full, answers.len(), "{answers:?}");
+    for v in &ok {
+        assert_close(&v[0], &ok[0][0], 1e-5);
+    }
+    stop.send(()).expect("stop");
+    server.await.expect("task").expect("serve");
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let addr = server();
+    wait_serving(addr).await;
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    grpc.ready().await.expect("ready");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let codec =
+        tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    );
+    let mut answers = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::once(request)),
+            path,
+            codec,
+        )
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["diffgap.v1.Diffgap", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+}
