@@ -74,6 +74,32 @@ fn synth_train_eval_bridge() {
         let r1 = rep["directions"][0]["modes"][mode]["r1"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&r1), "{mode}: {r1}");
     }
+    // Resuming continues from the saved weights with the card's recipe.
+    let resumed = tmp.path().join("resumed");
+    let (ok, out) = diffgap(&[
+        "train",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&resumed),
+        "--resume",
+        s(&model),
+        "--epochs",
+        "1",
+        "--width",
+        "999",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(ok, "{out}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("card.json")).unwrap()).unwrap();
+    assert_eq!(
+        card["denoiser"]["width"], 32,
+        "the resumed card's width wins over the flag"
+    );
+
     let bridged = tmp.path().join("bridged.safetensors");
     let (ok, out) = diffgap(&[
         "bridge",

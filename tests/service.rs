@@ -62,6 +62,7 @@ fn train_tiny(dir: &Path) -> PathBuf {
         samples: 2,
         device: DeviceChoice::Cpu,
         quiet: true,
+        resume: None,
     };
     diffgap::train::train(&cfg).expect("training the tiny model");
     out

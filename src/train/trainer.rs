@@ -99,6 +99,11 @@ pub struct TrainConfig {
     /// No progress bar (logs only).
     #[arg(long)]
     pub quiet: bool,
+    /// Continue from a model directory's training and EMA weights. Its card fixes the
+    /// architecture, schedule, prediction, modalities and normalisation (their flags are
+    /// ignored); the optimiser state starts afresh.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +122,20 @@ pub struct TrainOutcome {
 
 pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     let started = Instant::now();
+    let previous = match &cfg.resume {
+        Some(dir) => Some(
+            artifact::read_card(dir).with_context(|| format!("resuming from {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let resolved;
+    let cfg = match &previous {
+        Some(card) => {
+            resolved = resumed_config(cfg, card)?;
+            &resolved
+        }
+        None => cfg,
+    };
     let device = cfg.device.resolve().map_err(anyhow::Error::msg)?;
     validate(cfg)?;
     let set = PairedSet::load(&cfg.pairs)?;
@@ -146,7 +165,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         depth: cfg.depth,
         directions: 2,
     };
-    let vs = nn::VarStore::new(device);
+    let mut vs = nn::VarStore::new(device);
     let net = Denoiser::new(&vs.root(), shape);
     let mut ema_vs = nn::VarStore::new(device);
     let ema_net = Rc::new(Denoiser::new(&ema_vs.root(), shape));
@@ -160,10 +179,28 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     }
     .build(&vs, cfg.lr)?;
 
-    let stats: BTreeMap<String, ModalityStats> = [&ma, &mb]
-        .into_iter()
-        .map(|m| Ok((m.clone(), ModalityStats::fit(train_set.modality(m)?))))
-        .collect::<Result<_>>()?;
+    let stats: BTreeMap<String, ModalityStats> = match &previous {
+        // The weights were trained in the old normalised space; keep it.
+        Some(card) => card.normalization.clone(),
+        None => [&ma, &mb]
+            .into_iter()
+            .map(|m| Ok((m.clone(), ModalityStats::fit(train_set.modality(m)?))))
+            .collect::<Result<_>>()?,
+    };
+    if let (Some(dir), Some(card)) = (&cfg.resume, &previous) {
+        if card.space.dim != dim {
+            bail!(
+                "{} has dimension {dim} but the resumed model has {}",
+                cfg.pairs.display(),
+                card.space.dim
+            );
+        }
+        vs.load(dir.join(artifact::WEIGHTS_FILE))
+            .context("loading the training weights")?;
+        ema_vs
+            .load(dir.join(artifact::EMA_FILE))
+            .context("loading the EMA weights")?;
+    }
     let mut card = ModelCard {
         format: CARD_FORMAT,
         name: cfg
@@ -354,6 +391,24 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         card,
         history,
         report: rep,
+    })
+}
+
+/// The configuration a resumed run actually trains with: the card's recipe, the new run's data
+/// and schedule of epochs.
+fn resumed_config(cfg: &TrainConfig, card: &ModelCard) -> Result<TrainConfig> {
+    let [first] = card.directions.get(..1).unwrap_or_default() else {
+        bail!("the resumed model's card lists no direction");
+    };
+    Ok(TrainConfig {
+        modalities: Some(vec![first.condition.clone(), first.target.clone()]),
+        space: card.space.name.clone(),
+        width: card.denoiser.width,
+        depth: card.denoiser.depth,
+        prediction: card.prediction,
+        schedule: card.schedule,
+        timesteps: card.train_timesteps,
+        ..cfg.clone()
     })
 }
 

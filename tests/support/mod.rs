@@ -47,6 +47,7 @@ pub fn train_config(pairs: &Path, out: &Path) -> TrainConfig {
         samples: 2,
         device: DeviceChoice::Cpu,
         quiet: true,
+        resume: None,
     }
 }
 
