@@ -74,6 +74,10 @@ struct EvalArgs {
     /// Candidates per query re-ranked by the generative score (0 skips it; cost grows linearly).
     #[arg(long, default_value_t = 10)]
     shortlist: usize,
+    /// DDIM steps of the bridged vectors the gap measures use. Default: the card's generation
+    /// steps (`--steps` defaults to its ranking steps).
+    #[arg(long)]
+    gap_steps: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -158,13 +162,15 @@ fn eval(args: EvalArgs) -> Result<()> {
     if m.len() != 2 {
         bail!("the model has modalities {m:?}; eval needs a two-modality model");
     }
-    let o = sample_options(&args.sampling, &model.card);
+    // Retrieval scores use the card's ranking defaults, the gap measures its generation ones.
+    let d = &model.card.defaults;
     let opts = EvalOptions {
-        steps: o.steps,
-        samples: o.samples,
-        guidance: o.guidance,
+        steps: args.sampling.steps.unwrap_or(d.rank_steps),
+        samples: args.sampling.samples.unwrap_or(d.rank_samples),
+        guidance: args.sampling.guidance.unwrap_or(d.guidance),
         seed: args.sampling.seed,
         shortlist: args.shortlist,
+        gap_steps: args.gap_steps.unwrap_or(d.steps),
     };
     tracing::info!(device = %describe(device), "evaluating on {} rows", set.rows());
     let rep = report::evaluate_model(

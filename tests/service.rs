@@ -36,6 +36,7 @@ fn train_tiny(dir: &Path) -> PathBuf {
         dim: DIM,
         latent: 8,
         seed: 3,
+        offset: 0,
     };
     write_named(&pairs, &generate(&spec)).expect("writing the synthetic pairs");
     let out = dir.join("model");

@@ -25,6 +25,9 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Candidates per query re-ranked by the generative score (0 = skip that mode).
     pub shortlist: usize,
+    /// DDIM steps of the bridged vectors the gap measures are taken on (the generation side);
+    /// `steps` is what the retrieval scores use.
+    pub gap_steps: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,7 +81,10 @@ struct Side<'a> {
     full: Tensor,
     view: View,
     emb: Tensor,
+    /// Bridged for retrieval (`steps`).
     bridged: Tensor,
+    /// Bridged for the gap measures (`gap_steps`).
+    generated: Tensor,
 }
 
 pub fn evaluate_model(
@@ -97,7 +103,7 @@ pub fn evaluate_model(
     let build = |name: &str,
                  other: &str,
                  salt: u64|
-     -> Result<(Tensor, View, Tensor, Tensor), ModelError> {
+     -> Result<(Tensor, View, Tensor, Tensor, Tensor), ModelError> {
         let full = set
             .modality(name)
             .map_err(|e| ModelError::Invalid(e.to_string()))?
@@ -108,16 +114,26 @@ pub fn evaluate_model(
             .map(|i| row_seed(opts.seed ^ salt, i))
             .collect();
         let bridged = model.bridge(&emb, name, other, &seeds, sample)?;
-        Ok((full, v, emb, bridged))
+        let generated = if opts.gap_steps == opts.steps {
+            bridged.shallow_clone()
+        } else {
+            let gen = SampleOptions {
+                steps: opts.gap_steps,
+                ..sample
+            };
+            model.bridge(&emb, name, other, &seeds, gen)?
+        };
+        Ok((full, v, emb, bridged, generated))
     };
-    let (fa, va, ea, ba) = build(pair.0, pair.1, 0xA)?;
-    let (fb, vb, eb, bb) = build(pair.1, pair.0, 0xB)?;
+    let (fa, va, ea, ba, ga) = build(pair.0, pair.1, 0xA)?;
+    let (fb, vb, eb, bb, gb) = build(pair.1, pair.0, 0xB)?;
     let a = Side {
         name: pair.0,
         full: fa,
         view: va,
         emb: ea,
         bridged: ba,
+        generated: ga,
     };
     let b = Side {
         name: pair.1,
@@ -125,6 +141,7 @@ pub fn evaluate_model(
         view: vb,
         emb: eb,
         bridged: bb,
+        generated: gb,
     };
 
     let items = {
@@ -182,7 +199,7 @@ pub fn evaluate_model(
             modes,
         });
         // Each query row against its own partner: map rows of the set onto both views.
-        let q_rows = q.bridged.index_select(
+        let q_rows = q.generated.index_select(
             0,
             &Tensor::from_slice(&q.view.of_row).to_device(model.device()),
         );
@@ -190,9 +207,9 @@ pub fn evaluate_model(
             source: q.name.into(),
             target: c.name.into(),
             mean_distance_before: gap::mean_distance(&q.emb, &c.emb),
-            mean_distance_after: gap::mean_distance(&q.bridged, &c.emb),
+            mean_distance_after: gap::mean_distance(&q.generated, &c.emb),
             frechet_before: gap::frechet_distance(&q.emb, &c.emb),
-            frechet_after: gap::frechet_distance(&q.bridged, &c.emb),
+            frechet_after: gap::frechet_distance(&q.generated, &c.emb),
             paired_cosine_before: gap::mean_paired_cosine(&q.full, &c.full),
             paired_cosine_after: gap::mean_paired_cosine(&q_rows, &c.full),
         });
@@ -250,12 +267,13 @@ pub fn render(report: &EvalReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "data {} ({}), {} rows, {} items; steps {}, samples {}, guidance {}, seed {}; fusion: {}",
+        "data {} ({}), {} rows, {} items; steps {} (gap measures: {}), samples {}, guidance {}, seed {}; fusion: {}",
         report.data_file,
         short(&report.data_fingerprint),
         report.rows,
         report.items,
         report.options.steps,
+        report.options.gap_steps,
         report.options.samples,
         report.options.guidance,
         report.options.seed,
@@ -318,6 +336,16 @@ pub fn bridged_r1(report: &EvalReport) -> f64 {
         .directions
         .iter()
         .filter_map(|d| d.modes.get("bridged").map(|m| m.r1))
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Mean over both directions of the fused mode's R@1 + mAP@10.
+pub fn fused_objective(report: &EvalReport) -> f64 {
+    let v: Vec<f64> = report
+        .directions
+        .iter()
+        .filter_map(|d| d.modes.get("fused").map(|m| m.objective()))
         .collect();
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }

@@ -29,12 +29,20 @@ pub struct Direction {
     pub target: String,
 }
 
+/// Defaults for requests that set none. Retrieval and generation want different trajectories:
+/// a ranking score is best served by the conditional mean (few steps, averaged samples), a
+/// conditioning vector by a sample that follows the target distribution (more steps).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct SamplingDefaults {
+    /// DDIM steps of Bridge and Refine (generation side).
     pub steps: usize,
     pub guidance: f32,
     pub samples: usize,
     pub refine_strength: f64,
+    /// DDIM steps of the bridged scores of Rank and `diffgap eval`, chosen on validation.
+    pub rank_steps: usize,
+    /// Samples averaged for the bridged scores of Rank.
+    pub rank_samples: usize,
 }
 
 /// Weights of the fused rank score: w_c cos(q, a) + w_b cos(B(q), a) + w_r cos(q, B(a)).

@@ -311,9 +311,9 @@ fn timings(out: &Bridged, t0: Instant) -> proto::Timings {
 
 fn default_options(m: &ModelInfo) -> SampleOptions {
     SampleOptions {
-        steps: m.defaults.steps,
+        steps: m.defaults.rank_steps,
         guidance: m.defaults.guidance,
-        samples: m.defaults.samples,
+        samples: m.defaults.rank_samples,
     }
 }
 

@@ -236,6 +236,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
             guidance: 1.0,
             samples: cfg.samples,
             refine_strength: 0.5,
+            rank_steps: cfg.steps,
+            rank_samples: cfg.samples,
         },
         fusion: BTreeMap::new(),
         training: None,
@@ -259,6 +261,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         guidance: 1.0,
         seed: cfg.seed,
         shortlist: 0,
+        gap_steps: cfg.steps,
     };
 
     let n = za.size()[0];
@@ -341,10 +344,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     bar.finish();
     ema_vs.copy(&best_weights)?;
 
-    // The card's evaluation and fusion weights: the best EMA weights on the validation split,
-    // with the generative re-ranking included.
+    // Retrieval is measured, not assumed, to want the same trajectory as generation: the step
+    // count of the bridged ranking scores is chosen on the validation split.
     let model = DiffgapModel::new(card.clone(), Box::new(ema_net.clone()), device);
+    let mut sweep = Vec::new();
+    for steps in rank_step_candidates(cfg) {
+        let opts = EvalOptions { steps, ..eval_opts };
+        let rep = report::evaluate_model(&model, &val_set, (&ma, &mb), Fusion::FitOnThisSet, opts)?;
+        sweep.push((steps, report::fused_objective(&rep)));
+    }
+    let rank_steps = sweep
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map_or(cfg.steps, |s| s.0);
+    card.defaults.rank_steps = rank_steps;
+
+    // The card's evaluation and fusion weights: the best EMA weights on the validation split at
+    // the chosen step count, with the generative re-ranking included.
     let final_opts = EvalOptions {
+        steps: rank_steps,
         shortlist: 10,
         ..eval_opts
     };
@@ -356,7 +374,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         final_opts,
     )?;
     card.fusion = report::fusion_weights(&rep);
-    card.evaluation = Some(serde_json::to_value(&rep)?);
+    card.evaluation = Some(serde_json::json!({
+        "validation": rep,
+        "rank_steps_sweep": sweep
+            .iter()
+            .map(|(steps, objective)| serde_json::json!({"steps": steps, "fused_r1_plus_map10": objective}))
+            .collect::<Vec<_>>(),
+    }));
     let items = |s: &PairedSet| {
         let mut g = s.groups.clone();
         g.sort_unstable();
@@ -392,6 +416,17 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         history,
         report: rep,
     })
+}
+
+/// Step counts tried for the ranking scores: from a single step (the conditional mean) up to
+/// the generation default.
+fn rank_step_candidates(cfg: &TrainConfig) -> Vec<usize> {
+    let mut v: Vec<usize> = [1, 2, 5, cfg.steps]
+        .into_iter()
+        .filter(|&s| s <= cfg.steps)
+        .collect();
+    v.dedup();
+    v
 }
 
 /// The configuration a resumed run actually trains with: the card's recipe, the new run's data

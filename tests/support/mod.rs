@@ -18,6 +18,7 @@ pub fn synth_file(dir: &Path, name: &str, items: usize, dim: usize, seed: u64) -
         dim,
         latent: 8,
         seed,
+        offset: 0,
     };
     write_named(&path, &generate(&spec)).expect("writing a synthetic file");
     path
