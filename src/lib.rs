@@ -8,12 +8,14 @@
 //! - [`eval`]: the retrieval and gap evaluation protocol;
 //! - [`data`]: paired embedding files and the synthetic set;
 //! - [`service`]: the gRPC service (`diffgap serve`);
-//! - [`bench`]: throughput measurements.
+//! - [`bench`]: throughput measurements;
+//! - [`loadgen`]: load against a running server (`diffgap loadgen`).
 pub mod bench;
 pub mod data;
 pub mod device;
 pub mod diffusion;
 pub mod eval;
+pub mod loadgen;
 pub mod model;
 pub mod service;
 pub mod train;

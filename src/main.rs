@@ -34,6 +34,9 @@ enum Command {
     Synth(SynthArgs),
     /// Measure bridging throughput and the denoiser's GFLOP/s against a plain matrix product.
     Bench(bench::BenchArgs),
+    /// Load a running server (closed loop over concurrencies, open loop at a rate) and print
+    /// throughput and latency percentiles next to the in-process engine's best throughput.
+    Loadgen(diffgap::loadgen::LoadgenArgs),
     /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
     /// reflection) until SIGINT or SIGTERM.
     Serve(diffgap::service::ServeConfig),
@@ -136,6 +139,7 @@ fn main() -> Result<()> {
             println!("wrote {}", args.out.display());
         }
         Command::Bench(args) => bench::run(&args)?,
+        Command::Loadgen(args) => diffgap::loadgen::run(&args)?,
         Command::Serve(cfg) => serve(cfg)?,
     }
     Ok(())

@@ -26,6 +26,14 @@ pub struct ServeConfig {
     /// Most items of a Bridge request and most candidates of a Rank request.
     #[arg(long, env = "DIFFGAP_MAX_ITEMS_PER_REQUEST", default_value_t = 64)]
     pub max_items_per_request: usize,
+    /// step: requests join and leave the running batch at every denoising step (continuous
+    /// batching); request: waiting requests run their whole sampling loops together.
+    #[arg(long, env = "DIFFGAP_BATCHING", value_enum, default_value_t = super::scheduler::Batching::Step)]
+    pub batching: super::scheduler::Batching,
+    /// When the model worker is idle, how long (ms) the first arriving request may wait for
+    /// others before the first step; 0 starts at once.
+    #[arg(long, env = "DIFFGAP_MAX_BATCH_WAIT_MS", default_value_t = 0)]
+    pub max_batch_wait_ms: u64,
 }
 
 impl ServeConfig {
@@ -38,6 +46,8 @@ impl ServeConfig {
             max_batch_rows: 256,
             queue_capacity: 64,
             max_items_per_request: 64,
+            batching: super::scheduler::Batching::Step,
+            max_batch_wait_ms: 0,
         }
     }
 

@@ -20,6 +20,9 @@ pub enum ServiceError {
     /// Still loading, shutting down, or the model worker is gone.
     #[error("{0}")]
     Unavailable(String),
+    /// The request's deadline (its `grpc-timeout`) passed before it was answered.
+    #[error("the deadline passed before the request was answered")]
+    DeadlineExceeded,
     #[error("internal error: {0}")]
     Internal(String),
     #[error("invalid configuration: {0}")]
@@ -53,6 +56,7 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Overloaded { .. } => Code::ResourceExhausted,
             ServiceError::Unavailable(_) => Code::Unavailable,
+            ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
             ServiceError::Internal(_)
             | ServiceError::Config(_)
             | ServiceError::Load(_)

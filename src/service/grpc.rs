@@ -75,6 +75,7 @@ impl DiffgapService {
     async fn bridge_impl(
         &self,
         req: proto::BridgeRequest,
+        deadline: Option<Instant>,
     ) -> Result<proto::BridgeResponse, ServiceError> {
         let t0 = Instant::now();
         let m = self.model(&req.model)?;
@@ -85,7 +86,7 @@ impl DiffgapService {
             .enumerate()
             .map(|(i, item)| bridge_row(m, i, item))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self.worker.bridge(rows).await?;
+        let out = self.worker.bridge_until(rows, deadline).await?;
         let timings = timings(&out, t0);
         Ok(proto::BridgeResponse {
             embeddings: out
@@ -100,6 +101,7 @@ impl DiffgapService {
     async fn rank_impl(
         &self,
         req: proto::RankRequest,
+        deadline: Option<Instant>,
     ) -> Result<proto::RankResponse, ServiceError> {
         let t0 = Instant::now();
         let m = self.model(&req.model)?;
@@ -182,7 +184,7 @@ impl DiffgapService {
         let (bridged, timing) = if rows.is_empty() {
             (Vec::new(), None)
         } else {
-            let out = self.worker.bridge(rows).await?;
+            let out = self.worker.bridge_until(rows, deadline).await?;
             let t = (out.queue, out.compute);
             (out.embeddings, Some(t))
         };
@@ -265,9 +267,10 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::BridgeRequest>,
     ) -> Result<Response<proto::BridgeResponse>, Status> {
+        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
         let req = request.into_inner();
         let span = tracing::info_span!("bridge", items = req.items.len());
-        let out = self.bridge_impl(req).instrument(span).await;
+        let out = self.bridge_impl(req, deadline).instrument(span).await;
         out.map(Response::new).map_err(Status::from)
     }
 
@@ -275,9 +278,10 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::RankRequest>,
     ) -> Result<Response<proto::RankResponse>, Status> {
+        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
         let req = request.into_inner();
         let span = tracing::info_span!("rank", candidates = req.candidates.len());
-        let out = self.rank_impl(req).instrument(span).await;
+        let out = self.rank_impl(req, deadline).instrument(span).await;
         out.map(Response::new).map_err(Status::from)
     }
 

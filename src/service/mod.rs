@@ -3,12 +3,14 @@
 //!
 //! - [`config`]: what `diffgap serve` takes;
 //! - [`worker`]: the thread that owns the model and batches requests;
+//! - [`scheduler`]: the worker's step-level (continuous) batching, deadlines and cancellation;
 //! - [`grpc`]: request validation and the RPC implementations;
 //! - [`error`]: the error type and its gRPC status codes.
 
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod scheduler;
 pub mod worker;
 
 use std::future::Future;
@@ -96,12 +98,7 @@ impl Listening {
             .build_v1()
             .map_err(|e| ServiceError::Internal(format!("reflection: {e}")))?;
 
-        let worker = worker::ModelWorker::spawn(
-            cfg.model.clone(),
-            device,
-            cfg.max_batch_rows,
-            cfg.queue_capacity,
-        )?;
+        let worker = worker::ModelWorker::spawn_with(cfg.model.clone(), device, (&cfg).into())?;
         let model = Arc::new(OnceLock::new());
         let service = grpc::DiffgapService::new(
             worker.handle,

@@ -1,10 +1,20 @@
 //! The model worker: one OS thread that loads and owns the model (its tensors never leave it),
-//! fed by a bounded channel. It drains whatever requests are waiting, up to a row budget, and runs
-//! their rows grouped by (direction, steps, guidance, samples) as one batched call per group.
+//! fed by a bounded channel. Two batching modes:
+//!
+//! - [`Batching::Step`] (the default): continuous batching per denoising step, by the
+//!   [`Scheduler`]: requests join the running batch at the next step and leave it as soon as
+//!   their rows are done;
+//! - [`Batching::Request`]: it drains whatever requests are waiting, up to a row budget, and
+//!   runs their rows grouped by (direction, steps, guidance, samples) as one whole sampling
+//!   loop per group.
+//!
 //! Each row carries its own seed, so a result does not depend on what it was batched with.
+//! Requests carry an optional deadline; expired requests and those whose client went away are
+//! dropped before they reach the model.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,7 +23,10 @@ use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
+use super::config::ServeConfig;
 use super::error::ServiceError;
+use super::scheduler::{drop_reason, DropReason, Scheduler};
+pub use super::scheduler::{Batching, StatsSnapshot, WorkerStats};
 use crate::device::describe;
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::{FusionWeights, SamplingDefaults};
@@ -79,11 +92,14 @@ impl ModelInfo {
     }
 }
 
-struct Job {
-    rows: Vec<BridgeRow>,
-    reply: oneshot::Sender<Result<Bridged, ServiceError>>,
-    span: Span,
-    enqueued: Instant,
+/// A request as the worker receives it.
+pub(crate) struct Job {
+    pub(crate) rows: Vec<BridgeRow>,
+    pub(crate) reply: oneshot::Sender<Result<Bridged, ServiceError>>,
+    pub(crate) span: Span,
+    pub(crate) enqueued: Instant,
+    /// Past it the request is dropped and answered DEADLINE_EXCEEDED.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// The async side of the worker: cheap to clone, one per RPC handler.
@@ -97,12 +113,24 @@ impl WorkerHandle {
     /// Bridges `rows` (already validated against the model). Fails at once with `Overloaded`
     /// when the queue is full, and with `Unavailable` when the worker has stopped.
     pub async fn bridge(&self, rows: Vec<BridgeRow>) -> Result<Bridged, ServiceError> {
+        self.bridge_until(rows, None).await
+    }
+
+    /// [`WorkerHandle::bridge`] with a deadline (e.g. from the request's `grpc-timeout`, see
+    /// [`super::scheduler::deadline_from_metadata`]): if it passes before the rows are done,
+    /// they are dropped from the batch and the answer is `DeadlineExceeded`.
+    pub async fn bridge_until(
+        &self,
+        rows: Vec<BridgeRow>,
+        deadline: Option<Instant>,
+    ) -> Result<Bridged, ServiceError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             rows,
             reply,
             span: Span::current(),
             enqueued: Instant::now(),
+            deadline,
         };
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => ServiceError::Overloaded {
@@ -118,23 +146,75 @@ impl WorkerHandle {
     }
 }
 
+/// How the worker batches and queues.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOptions {
+    /// Most rows in one network pass.
+    pub max_batch_rows: usize,
+    /// Requests that may wait in the queue.
+    pub queue_capacity: usize,
+    pub batching: Batching,
+    /// When idle, how long the first arriving request may wait for others before the first
+    /// step (zero: start at once).
+    pub max_batch_wait: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(max_batch_rows: usize, queue_capacity: usize) -> Self {
+        Self {
+            max_batch_rows,
+            queue_capacity,
+            batching: Batching::Step,
+            max_batch_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl From<&ServeConfig> for WorkerOptions {
+    fn from(cfg: &ServeConfig) -> Self {
+        Self {
+            max_batch_rows: cfg.max_batch_rows,
+            queue_capacity: cfg.queue_capacity,
+            batching: cfg.batching,
+            max_batch_wait: Duration::from_millis(cfg.max_batch_wait_ms),
+        }
+    }
+}
+
 /// A started worker: its handle, the load result (sent once the model is loaded and warmed
-/// up) and its thread, which ends once every handle is dropped.
+/// up), its counters and its thread, which ends once every handle is dropped.
 pub struct ModelWorker {
     pub handle: WorkerHandle,
     pub ready: oneshot::Receiver<Result<ModelInfo, ServiceError>>,
+    pub stats: Arc<WorkerStats>,
     pub thread: JoinHandle<()>,
 }
 
 impl ModelWorker {
+    /// A step-batching worker with no batch wait.
     pub fn spawn(
         dir: PathBuf,
         device: Device,
         max_batch_rows: usize,
         queue_capacity: usize,
     ) -> Result<Self, ServiceError> {
+        Self::spawn_with(
+            dir,
+            device,
+            WorkerOptions::new(max_batch_rows, queue_capacity),
+        )
+    }
+
+    pub fn spawn_with(
+        dir: PathBuf,
+        device: Device,
+        opts: WorkerOptions,
+    ) -> Result<Self, ServiceError> {
+        let queue_capacity = opts.queue_capacity;
         let (tx, rx) = mpsc::channel(queue_capacity);
         let (ready_tx, ready) = oneshot::channel();
+        let stats = Arc::new(WorkerStats::default());
+        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("diffgap-model".into())
             .spawn(move || {
@@ -142,7 +222,12 @@ impl ModelWorker {
                 match loaded {
                     Ok(model) => {
                         if ready_tx.send(Ok(ModelInfo::of(&model))).is_ok() {
-                            run(&model, rx, max_batch_rows);
+                            match opts.batching {
+                                Batching::Step => run_steps(&model, rx, opts, &thread_stats),
+                                Batching::Request => {
+                                    run(&model, rx, opts.max_batch_rows, &thread_stats)
+                                }
+                            }
                         }
                     }
                     Err(e) => {
@@ -157,6 +242,7 @@ impl ModelWorker {
                 capacity: queue_capacity,
             },
             ready,
+            stats,
             thread,
         })
     }
@@ -178,7 +264,70 @@ fn warm_up(model: &DiffgapModel) -> Result<(), ModelError> {
     Ok(())
 }
 
-fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize) {
+/// Step-level continuous batching: admit, sweep, one step, repeat (see [`Scheduler`]).
+fn run_steps(
+    model: &DiffgapModel,
+    mut rx: mpsc::Receiver<Job>,
+    opts: WorkerOptions,
+    stats: &WorkerStats,
+) {
+    let _no_grad = tch::no_grad_guard();
+    let mut sched = Scheduler::new(model, opts.max_batch_rows, stats);
+    let mut open = true;
+    loop {
+        if sched.is_idle() {
+            if !open {
+                return;
+            }
+            match rx.blocking_recv() {
+                Some(job) => sched.accept(job, Instant::now()),
+                None => return,
+            }
+            fill_for(&mut sched, &mut rx, opts.max_batch_wait);
+        }
+        while open && sched.wants_more() {
+            match rx.try_recv() {
+                Ok(job) => sched.accept(job, Instant::now()),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let now = Instant::now();
+        sched.sweep(now);
+        sched.admit(now);
+        metrics::gauge!("diffgap_queue_depth").set((rx.len() + sched.requests()) as f64);
+        sched.step();
+    }
+}
+
+/// The optional wait of an idle worker: takes requests for up to `wait` (or until the batch is
+/// full) before the first step.
+fn fill_for(sched: &mut Scheduler<'_>, rx: &mut mpsc::Receiver<Job>, wait: Duration) {
+    if wait.is_zero() {
+        return;
+    }
+    let until = Instant::now() + wait;
+    while sched.wants_more() {
+        match rx.try_recv() {
+            Ok(job) => {
+                sched.accept(job, Instant::now());
+                // Account the rows taken so far against the budget.
+                sched.admit(Instant::now());
+            }
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now >= until {
+                    return;
+                }
+                std::thread::sleep((until - now).min(Duration::from_micros(200)));
+            }
+        }
+    }
+}
+
+/// Request-level batching: whole sampling loops per group of waiting requests.
+fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize, stats: &WorkerStats) {
     let _no_grad = tch::no_grad_guard();
     let mut carried: Option<Job> = None;
     loop {
@@ -204,7 +353,9 @@ fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        run_batch(model, jobs);
+        metrics::gauge!("diffgap_queue_depth")
+            .set((rx.len() + jobs.len() + usize::from(carried.is_some())) as f64);
+        run_batch(model, jobs, stats);
     }
 }
 
@@ -220,10 +371,30 @@ fn group_key(row: &BridgeRow) -> GroupKey {
     )
 }
 
-fn run_batch(model: &DiffgapModel, jobs: Vec<Job>) {
+fn run_batch(model: &DiffgapModel, jobs: Vec<Job>, stats: &WorkerStats) {
     let start = Instant::now();
-    // A client that went away needs no answer.
-    let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    // An expired request is answered at once; a client that went away needs no answer.
+    let jobs: Vec<Job> = jobs
+        .into_iter()
+        .filter_map(
+            |j| match drop_reason(j.deadline, j.reply.is_closed(), start) {
+                None => Some(j),
+                Some(why) => {
+                    stats.record_drop(why);
+                    if why == DropReason::Deadline {
+                        let _ = j.reply.send(Err(ServiceError::DeadlineExceeded));
+                    }
+                    None
+                }
+            },
+        )
+        .collect();
+    let rows: usize = jobs
+        .iter()
+        .flat_map(|j| &j.rows)
+        .map(|r| r.opts.samples)
+        .sum();
+    stats.set_active_rows(rows);
     let mut groups: BTreeMap<GroupKey, Vec<(usize, usize)>> = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
         for (r, row) in job.rows.iter().enumerate() {
@@ -233,7 +404,11 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>) {
     let mut out: Vec<Vec<Option<Vec<f32>>>> =
         jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
     let mut failed: Vec<Option<String>> = vec![None; jobs.len()];
-    for members in groups.values() {
+    for (key, members) in &groups {
+        // One sampling loop per sample of the group: `steps` passes over its rows each.
+        for _ in 0..key.2 * key.4 {
+            stats.record_step(members.len());
+        }
         match bridge_group(model, &jobs, members) {
             Ok(vectors) => {
                 for (&(j, r), v) in members.iter().zip(vectors) {
@@ -255,6 +430,7 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>) {
         compute_us = compute.as_micros() as u64,
         "batch done"
     );
+    stats.set_active_rows(0);
     for ((job, rows), fail) in jobs.into_iter().zip(out).zip(failed) {
         let Job {
             reply,
@@ -266,11 +442,15 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>) {
         let result = match (fail, rows.into_iter().collect::<Option<Vec<_>>>()) {
             (Some(msg), _) => Err(ServiceError::Internal(msg)),
             (None, None) => Err(ServiceError::Internal("a row was not bridged".into())),
-            (None, Some(embeddings)) => Ok(Bridged {
-                embeddings,
-                queue: start.saturating_duration_since(enqueued),
-                compute,
-            }),
+            (None, Some(embeddings)) => {
+                let queue = start.saturating_duration_since(enqueued);
+                stats.record_done(queue, compute);
+                Ok(Bridged {
+                    embeddings,
+                    queue,
+                    compute,
+                })
+            }
         };
         // The client may have gone meanwhile; nothing to do then.
         let _ = reply.send(result);

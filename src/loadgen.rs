@@ -1,0 +1,497 @@
+//! `diffgap loadgen`: load against a running `diffgap serve`, with the generated tonic client.
+//!
+//! - closed loop: `c` clients each send their next request as soon as the last one is
+//!   answered, for each concurrency `c` of a sweep;
+//! - open loop: requests sent at a fixed rate whatever the answers (latency counted from the
+//!   scheduled send time, so a slow server cannot hide its queueing);
+//! - in the same run, the in-process engine's best batched throughput on the same step mix
+//!   (the model loaded here and `DiffgapModel::bridge` timed over batch sizes), so that the
+//!   service's efficiency can be printed as a ratio.
+//!
+//! Step counts are cycled over requests (`--steps 1,10,50` gives a mixed load). Latencies go to
+//! an HDR histogram (microseconds, 3 significant digits).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use tch::{Kind, Tensor};
+use tonic::transport::Channel;
+
+use crate::device::{describe, DeviceChoice};
+use crate::diffusion::sampler::SampleOptions;
+use crate::model::{artifact, row_seed};
+use crate::service::proto::diffgap_client::DiffgapClient;
+use crate::service::proto::{BridgeItem, BridgeRequest, Embedding, InfoRequest};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenArgs {
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Closed-loop concurrency levels (empty skips the closed loop).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Requests per closed-loop level.
+    #[arg(long, default_value_t = 400)]
+    pub requests: usize,
+    /// Longest time per closed-loop level, in seconds (the level stops early past it).
+    #[arg(long, default_value_t = 20.0)]
+    pub max_seconds: f64,
+    /// Open-loop rate in requests per second (0 skips the open loop).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Open-loop duration in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub open_seconds: f64,
+    /// DDIM step counts, cycled over requests (several give a mixed load).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    pub steps: Vec<usize>,
+    /// Items per request.
+    #[arg(long, default_value_t = 1)]
+    pub items: usize,
+    /// Samples per item.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Per-request timeout in seconds (sent as grpc-timeout too).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Model directory for the in-process comparison (the one the server serves).
+    #[arg(long, default_value = "models/default")]
+    pub model: PathBuf,
+    /// Skip the in-process comparison.
+    #[arg(long)]
+    pub no_in_process: bool,
+    /// Batch sizes (rows per call) of the in-process comparison.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub in_process_batches: Vec<usize>,
+    /// Device of the in-process comparison (use the server's).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// A label printed with the tables (e.g. the server's batching mode).
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+/// The outcome of one load level.
+#[derive(Debug)]
+pub struct LevelResult {
+    pub ok: u64,
+    pub errors: u64,
+    pub wall: Duration,
+    /// Latency of successful requests, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl LevelResult {
+    pub fn requests_per_s(&self) -> f64 {
+        self.ok as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1e3
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What the load needs to know about the served model.
+struct Target {
+    from: String,
+    to: String,
+    dim: usize,
+}
+
+/// The shape of every request: its items' embeddings, step counts cycled by request index.
+struct Load {
+    target: Target,
+    steps: Vec<usize>,
+    items: usize,
+    samples: usize,
+    timeout: Duration,
+}
+
+impl Load {
+    fn request(&self, i: usize) -> tonic::Request<BridgeRequest> {
+        let steps = self.steps[i % self.steps.len()];
+        let items = (0..self.items)
+            .map(|j| BridgeItem {
+                source_modality: self.target.from.clone(),
+                target_modality: self.target.to.clone(),
+                embedding: Some(Embedding {
+                    values: vector(row_seed(i as u64, j), self.target.dim),
+                }),
+                steps: Some(steps as u32),
+                guidance: None,
+                samples: Some(self.samples as u32),
+                seed: Some(row_seed(i as u64, j)),
+            })
+            .collect();
+        let mut req = tonic::Request::new(BridgeRequest {
+            model: String::new(),
+            items,
+        });
+        req.set_timeout(self.timeout);
+        req
+    }
+}
+
+/// A deterministic pseudo-random vector with components in [-0.5, 0.5).
+fn vector(seed: u64, dim: usize) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..dim)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+async fn one(
+    client: &mut DiffgapClient<Channel>,
+    load: &Load,
+    i: usize,
+) -> Result<(), tonic::Status> {
+    client.bridge(load.request(i)).await.map(|_| ())
+}
+
+/// `concurrency` clients, each sending its next request when the last is answered, until
+/// `requests` are sent or `max` has passed.
+async fn closed_loop(
+    client: &DiffgapClient<Channel>,
+    load: &Arc<Load>,
+    concurrency: usize,
+    requests: usize,
+    max: Duration,
+) -> LevelResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (mut client, load, next) = (client.clone(), load.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests || start.elapsed() >= max {
+                    break;
+                }
+                let t = Instant::now();
+                match one(&mut client, &load, i).await {
+                    Ok(()) => {
+                        ok += 1;
+                        h.saturating_record(t.elapsed().as_micros() as u64);
+                    }
+                    Err(status) => {
+                        errors += 1;
+                        if errors == 1 {
+                            tracing::warn!("request failed: {status}");
+                        }
+                    }
+                }
+            }
+            (h, ok, errors)
+        }));
+    }
+    let mut out = LevelResult {
+        ok: 0,
+        errors: 0,
+        wall: Duration::ZERO,
+        latency: histogram(),
+    };
+    for task in tasks {
+        if let Ok((h, ok, errors)) = task.await {
+            out.latency.add(&h).expect("same bounds");
+            out.ok += ok;
+            out.errors += errors;
+        }
+    }
+    out.wall = start.elapsed();
+    out
+}
+
+/// Requests sent at `rate` per second for `duration`; latency from each scheduled send time.
+async fn open_loop(
+    client: &DiffgapClient<Channel>,
+    load: &Arc<Load>,
+    rate: f64,
+    duration: Duration,
+) -> LevelResult {
+    let n = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        let (mut client, load) = (client.clone(), load.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = one(&mut client, &load, i).await;
+            (r.is_ok(), at.elapsed())
+        }));
+    }
+    let mut out = LevelResult {
+        ok: 0,
+        errors: 0,
+        wall: Duration::ZERO,
+        latency: histogram(),
+    };
+    for task in tasks {
+        match task.await {
+            Ok((true, latency)) => {
+                out.ok += 1;
+                out.latency.saturating_record(latency.as_micros() as u64);
+            }
+            _ => out.errors += 1,
+        }
+    }
+    out.wall = start.elapsed();
+    out
+}
+
+/// The in-process engine's best items/s per step count over the batch sizes, and the best
+/// items/s of the cycled mix (each step count equally often).
+fn in_process(args: &LoadgenArgs, target: &Target) -> Result<f64> {
+    let device = args.device.resolve().map_err(anyhow::Error::msg)?;
+    let model = artifact::load(&args.model, device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    if model.dim() as usize != target.dim {
+        bail!(
+            "{} has dimension {}, the server's model {}; pass the served model with --model",
+            args.model.display(),
+            model.dim(),
+            target.dim
+        );
+    }
+    println!(
+        "\nin-process engine ({}, {}, {} threads): best items/s over batch sizes {:?}",
+        args.model.display(),
+        describe(device),
+        tch::get_num_threads(),
+        args.in_process_batches
+    );
+    let _g = tch::no_grad_guard();
+    let guidance = model.card.defaults.guidance;
+    let mut best = Vec::new();
+    for &steps in &args.steps {
+        let opts = SampleOptions {
+            steps,
+            guidance,
+            samples: args.samples,
+        };
+        let mut top = (0usize, 0f64);
+        for &b in &args.in_process_batches {
+            let flat: Vec<f32> = (0..b)
+                .flat_map(|i| vector(row_seed(i as u64, 0), target.dim))
+                .collect();
+            let x = Tensor::from_slice(&flat).view([b as i64, target.dim as i64]);
+            let seeds: Vec<u64> = (0..b).map(|i| row_seed(7, i)).collect();
+            let run = || -> Result<f64> {
+                let t = Instant::now();
+                let y = model.bridge(&x, &target.from, &target.to, &seeds, opts)?;
+                let _ = y.sum(Kind::Float).double_value(&[]);
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run()?; // warm-up
+            let mut times: Vec<f64> = (0..3).map(|_| run()).collect::<Result<_>>()?;
+            times.sort_by(f64::total_cmp);
+            let per_s = b as f64 / times[1];
+            if per_s > top.1 {
+                top = (b, per_s);
+            }
+        }
+        println!(
+            "  steps {steps:>4}: {:>10.0} items/s (batch {})",
+            top.1, top.0
+        );
+        best.push((steps, top.0, top.1));
+    }
+    // Each step count equally often: the mix costs the mean of the per-item times.
+    let mean_secs = best.iter().map(|b| 1.0 / b.2).sum::<f64>() / best.len().max(1) as f64;
+    Ok(1.0 / mean_secs)
+}
+
+fn header() {
+    println!(
+        "| {:>10} | {:>8} | {:>6} | {:>9} | {:>9} | {:>8} | {:>8} | {:>8} |",
+        "load", "ok", "errors", "req/s", "items/s", "p50 ms", "p95 ms", "p99 ms"
+    );
+    println!(
+        "|{0:->12}|{0:->10}|{0:->8}|{0:->11}|{0:->11}|{0:->10}|{0:->10}|{0:->10}|",
+        ""
+    );
+}
+
+fn row(name: &str, r: &LevelResult, items: usize) {
+    println!(
+        "| {:>10} | {:>8} | {:>6} | {:>9.1} | {:>9.1} | {:>8.2} | {:>8.2} | {:>8.2} |",
+        name,
+        r.ok,
+        r.errors,
+        r.requests_per_s(),
+        r.requests_per_s() * items as f64,
+        r.ms(0.5),
+        r.ms(0.95),
+        r.ms(0.99)
+    );
+}
+
+pub fn run(args: &LoadgenArgs) -> Result<()> {
+    if args.steps.is_empty() || args.steps.contains(&0) {
+        bail!("--steps needs step counts of at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (target, results) = rt.block_on(drive(args))?;
+    let best_service = results
+        .iter()
+        .map(|(_, r)| r.requests_per_s() * args.items as f64)
+        .fold(0.0, f64::max);
+    if !args.no_in_process {
+        let mix = in_process(args, &target)?;
+        println!("  cycled mix of steps {:?}: {mix:.0} items/s", args.steps);
+        println!(
+            "\nservice/in-process{}: best service {best_service:.1} items/s / in-process {mix:.1} items/s = {:.3}",
+            if args.label.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", args.label)
+            },
+            best_service / mix.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+async fn drive(args: &LoadgenArgs) -> Result<(Target, Vec<(String, LevelResult)>)> {
+    let channel = Channel::from_shared(args.addr.clone())
+        .context("--addr")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.addr))?;
+    let mut client = DiffgapClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let info = client
+        .info(InfoRequest {})
+        .await
+        .context("Info")?
+        .into_inner();
+    let m = info.models.first().context("the server serves no model")?;
+    let dir = m.directions.first().context("the model has no direction")?;
+    let (from, to) = dir
+        .split_once("->")
+        .with_context(|| format!("direction '{dir}'"))?;
+    let target = Target {
+        from: from.into(),
+        to: to.into(),
+        dim: m.dim as usize,
+    };
+    let load = Arc::new(Load {
+        target: Target {
+            from: from.into(),
+            to: to.into(),
+            dim: m.dim as usize,
+        },
+        steps: args.steps.clone(),
+        items: args.items,
+        samples: args.samples,
+        timeout: Duration::from_secs_f64(args.timeout),
+    });
+    println!(
+        "server {} ({}, model {}, dim {}, {from}->{to}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request",
+        args.addr,
+        info.device,
+        m.name,
+        m.dim,
+        if args.label.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", args.label)
+        },
+        args.steps,
+        args.items,
+        args.samples
+    );
+    // Warm the connection and the server.
+    for i in 0..4 {
+        one(&mut client, &load, i)
+            .await
+            .map_err(|s| anyhow::anyhow!("warm-up request: {s}"))?;
+    }
+    let mut results = Vec::new();
+    if !args.concurrency.is_empty() {
+        println!(
+            "\nclosed loop: up to {} requests or {} s per level",
+            args.requests, args.max_seconds
+        );
+        header();
+        for &c in &args.concurrency {
+            let r = closed_loop(
+                &client,
+                &load,
+                c,
+                args.requests,
+                Duration::from_secs_f64(args.max_seconds),
+            )
+            .await;
+            row(&format!("conc {c}"), &r, args.items);
+            results.push((format!("conc {c}"), r));
+        }
+    }
+    if args.rate > 0.0 {
+        println!(
+            "\nopen loop: {} req/s for {} s",
+            args.rate, args.open_seconds
+        );
+        header();
+        let r = open_loop(
+            &client,
+            &load,
+            args.rate,
+            Duration::from_secs_f64(args.open_seconds),
+        )
+        .await;
+        row(&format!("{} rps", args.rate), &r, args.items);
+        results.push((format!("{} rps", args.rate), r));
+    }
+    Ok((target, results))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_are_deterministic_and_bounded() {
+        let a = vector(3, 32);
+        assert_eq!(a, vector(3, 32));
+        assert_ne!(a, vector(4, 32));
+        assert!(a.iter().all(|v| (-0.5..0.5).contains(v)));
+    }
+
+    #[test]
+    fn quantiles_in_milliseconds() {
+        let mut r = LevelResult {
+            ok: 100,
+            errors: 0,
+            wall: Duration::from_secs(2),
+            latency: histogram(),
+        };
+        for us in 1..=100u64 {
+            r.latency.record(us * 1000).expect("in range");
+        }
+        assert!((r.ms(0.5) - 50.0).abs() < 0.1, "{}", r.ms(0.5));
+        assert!((r.ms(0.99) - 99.0).abs() < 0.1, "{}", r.ms(0.99));
+        assert!((r.requests_per_s() - 50.0).abs() < 1e-9);
+    }
+}
