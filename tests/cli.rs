@@ -167,3 +167,31 @@ fn user_errors_exit_non_zero_with_a_message() {
     assert!(!ok && out.contains("unknown device"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }
+
+#[test]
+fn binary_links_libtorch_cuda_and_finds_it_without_ld_library_path() {
+    // Without --no-as-needed the linker drops libtorch (and with it libtorch_cuda), so a GPU is
+    // never used; without an rpath the binary only starts with LD_LIBRARY_PATH set.
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_diffgap"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("ldd is needed for this test");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    let cuda = libs
+        .lines()
+        .find(|l| l.contains("libtorch_cuda.so"))
+        .unwrap_or_else(|| panic!("libtorch_cuda.so is not linked:\n{libs}"));
+    assert!(
+        cuda.contains("=> /"),
+        "libtorch_cuda.so does not resolve: {cuda}"
+    );
+    assert!(!libs.contains("not found"), "{libs}");
+    let o = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+        .arg("--version")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.starts_with("diffgap "), "{text}");
+}
