@@ -10,6 +10,7 @@ use diffgap::device::{describe, DeviceChoice};
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::eval::report::{self, EvalOptions, Fusion};
 use diffgap::model::{artifact, row_seed};
+use diffgap::service::{telemetry, LogFormat, ServeArgs, ServeConfig};
 use diffgap::{bench, train};
 
 /// DiffGAP: bridge the modality gap of a contrastive embedding space (text-audio CLAP, video-audio
@@ -38,8 +39,20 @@ enum Command {
     /// throughput and latency percentiles next to the in-process engine's best throughput.
     Loadgen(diffgap::loadgen::LoadgenArgs),
     /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
-    /// reflection) until SIGINT or SIGTERM.
-    Serve(diffgap::service::ServeConfig),
+    /// reflection, and Prometheus metrics on their own port) until SIGINT or SIGTERM, then
+    /// drain. Settings layer: defaults < diffgap.toml (or --config FILE / DIFFGAP_CONFIG) <
+    /// DIFFGAP_* environment variables < flags.
+    Serve(ServeArgs),
+    /// Inspect the serving configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration of `diffgap serve` (the file, the environment and
+    /// these flags layered over the defaults) as TOML, and exit.
+    Print(ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -115,14 +128,16 @@ struct SynthArgs {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // `serve` chooses its log format in its configuration; everything else logs text.
+    let serve_cfg = match &cli.command {
+        Command::Serve(args) | Command::Config(ConfigCommand::Print(args)) => {
+            Some(ServeConfig::load(args).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    telemetry::init(serve_cfg.as_ref().map_or(LogFormat::Text, |c| c.log_format));
+    match cli.command {
         Command::Train(cfg) => {
             let out = train::train(&cfg)?;
             println!("{}", report::render(&out.report));
@@ -140,7 +155,11 @@ fn main() -> Result<()> {
         }
         Command::Bench(args) => bench::run(&args)?,
         Command::Loadgen(args) => diffgap::loadgen::run(&args)?,
-        Command::Serve(cfg) => serve(cfg)?,
+        Command::Serve(_) => serve(serve_cfg.context("the serve configuration")?)?,
+        Command::Config(ConfigCommand::Print(_)) => {
+            let cfg = serve_cfg.context("the serve configuration")?;
+            print!("{}", cfg.to_toml().map_err(anyhow::Error::msg)?);
+        }
     }
     Ok(())
 }
@@ -220,12 +239,16 @@ fn bridge(args: BridgeArgs) -> Result<()> {
     Ok(())
 }
 
-fn serve(cfg: diffgap::service::ServeConfig) -> Result<()> {
+fn serve(cfg: ServeConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(diffgap::service::serve(cfg, shutdown_signal()))?;
+    let served = runtime.block_on(diffgap::service::serve(cfg, shutdown_signal()));
+    // Whatever is still running (a model thread past the drain deadline) is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -1,66 +1,459 @@
-//! What `diffgap serve` takes.
+//! What `diffgap serve` takes, layered: built-in defaults < a TOML file < `DIFFGAP_*`
+//! environment variables < command-line flags, into one typed [`ServeConfig`] that is checked
+//! before anything starts. Every error names the key it is about.
+//!
+//! The file is `--config FILE` or `$DIFFGAP_CONFIG` (then it must exist), else `./diffgap.toml`
+//! when present. Each key `k` has the environment variable `DIFFGAP_` + `k` upper-cased (e.g.
+//! `max_batch_rows` <- `DIFFGAP_MAX_BATCH_ROWS`) and the flag `--k` with dashes. Adding a key:
+//! a field in [`ServeConfig`] (and its [`Default`]), its name in [`KEYS`], an `Option` field
+//! in [`ServeArgs`] with a line in [`ServeArgs::overrides`], a check in
+//! [`ServeConfig::validate`] and a documented line in `diffgap.example.toml`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+use super::scheduler::Batching;
 use crate::device::DeviceChoice;
 
-#[derive(Debug, Clone, clap::Args)]
+/// The file read when neither `--config` nor `DIFFGAP_CONFIG` names one (skipped if absent).
+pub const DEFAULT_FILE: &str = "diffgap.toml";
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "DIFFGAP_CONFIG";
+/// The prefix of the environment variables of the keys.
+pub const ENV_PREFIX: &str = "DIFFGAP";
+
+/// Every key of [`ServeConfig`]; only these are read from the environment (other `DIFFGAP_*`
+/// variables, such as `DIFFGAP_CONFIG` or the scripts' `DIFFGAP_ROOT`, are not keys).
+pub const KEYS: &[&str] = &[
+    "model",
+    "listen",
+    "device",
+    "max_batch_rows",
+    "queue_capacity",
+    "max_items_per_request",
+    "metrics_listen",
+    "log_format",
+    "drain_timeout_secs",
+    "max_message_bytes",
+    "batching",
+    "max_batch_wait_ms",
+];
+
+/// Largest `max_batch_rows` and `max_items_per_request`.
+pub const MAX_ROWS: usize = 65536;
+
+/// How the server writes its logs (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, span fields inline.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields (request_id, rpc, ...).
+    Json,
+}
+
+/// The effective configuration of `diffgap serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Model directory written by `diffgap train`.
-    #[arg(long, env = "DIFFGAP_MODEL", default_value = "models/default")]
     pub model: PathBuf,
-    /// Address to listen on; port 0 picks a free port (logged at startup).
-    #[arg(long, env = "DIFFGAP_LISTEN", default_value = "127.0.0.1:50051")]
+    /// Address of the gRPC listener; port 0 picks a free port (logged at startup).
     pub listen: SocketAddr,
     /// auto, cpu or cuda:N.
-    #[arg(long, env = "DIFFGAP_DEVICE", default_value = "auto")]
+    #[serde(with = "as_string")]
     pub device: DeviceChoice,
-    /// Most embedding rows the model worker batches into one pass (requests waiting together
-    /// are merged up to this many rows).
-    #[arg(long, env = "DIFFGAP_MAX_BATCH_ROWS", default_value_t = 256)]
+    /// Most embedding rows the model worker batches into one pass.
     pub max_batch_rows: usize,
     /// Requests that may wait for the model worker; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "DIFFGAP_QUEUE_CAPACITY", default_value_t = 64)]
     pub queue_capacity: usize,
     /// Most items of a Bridge request and most candidates of a Rank request.
-    #[arg(long, env = "DIFFGAP_MAX_ITEMS_PER_REQUEST", default_value_t = 64)]
     pub max_items_per_request: usize,
-    /// step: requests join and leave the running batch at every denoising step (continuous
-    /// batching); request: waiting requests run their whole sampling loops together.
-    #[arg(long, env = "DIFFGAP_BATCHING", value_enum, default_value_t = super::scheduler::Batching::Step)]
-    pub batching: super::scheduler::Batching,
-    /// When the model worker is idle, how long (ms) the first arriving request may wait for
-    /// others before the first step; 0 starts at once.
-    #[arg(long, env = "DIFFGAP_MAX_BATCH_WAIT_MS", default_value_t = 0)]
+    /// Address of the Prometheus `/metrics` listener; "" or "off" disables it.
+    pub metrics_listen: String,
+    /// text or json.
+    #[serde(with = "as_value_enum")]
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT, how long the requests in flight may take to finish.
+    pub drain_timeout_secs: u64,
+    /// Largest gRPC message decoded or encoded, in bytes. Default: room for the largest
+    /// request, `(max_items_per_request + 1) * 64 KiB`, at least 4 MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+    /// How the model worker batches: step (rows join and leave the running batch at every
+    /// denoising step) or request (whole requests grouped by options).
+    #[serde(with = "as_value_enum")]
+    pub batching: Batching,
+    /// When the worker is idle, how long (ms) the first request may wait for others before
+    /// the first step; 0 starts at once.
     pub max_batch_wait_ms: u64,
 }
 
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            model: "models/default".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            device: DeviceChoice::Auto,
+            max_batch_rows: 256,
+            queue_capacity: 64,
+            max_items_per_request: 64,
+            metrics_listen: "127.0.0.1:9090".into(),
+            log_format: LogFormat::Text,
+            drain_timeout_secs: 30,
+            max_message_bytes: None,
+            batching: Batching::default(),
+            max_batch_wait_ms: 0,
+        }
+    }
+}
+
+/// The flags of `diffgap serve` and `diffgap config print`: each overrides the file and the
+/// environment only when given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see diffgap.example.toml). Env: DIFFGAP_CONFIG. Default:
+    /// ./diffgap.toml when present.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Model directory written by `diffgap train` [default: models/default; env: DIFFGAP_MODEL].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:50051; env:
+    /// DIFFGAP_LISTEN].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// auto, cpu or cuda:N [default: auto; env: DIFFGAP_DEVICE].
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// Most embedding rows the model worker batches into one pass [default: 256; env:
+    /// DIFFGAP_MAX_BATCH_ROWS].
+    #[arg(long)]
+    pub max_batch_rows: Option<usize>,
+    /// Requests that may wait for the model worker; more are refused with RESOURCE_EXHAUSTED
+    /// [default: 64; env: DIFFGAP_QUEUE_CAPACITY].
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+    /// Most items of a Bridge request and most candidates of a Rank request [default: 64;
+    /// env: DIFFGAP_MAX_ITEMS_PER_REQUEST].
+    #[arg(long)]
+    pub max_items_per_request: Option<usize>,
+    /// Prometheus /metrics listener address, "" or "off" to disable [default:
+    /// 127.0.0.1:9090; env: DIFFGAP_METRICS_LISTEN].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Log format [default: text; env: DIFFGAP_LOG_FORMAT].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Seconds the requests in flight may take to finish after SIGTERM/SIGINT [default: 30;
+    /// env: DIFFGAP_DRAIN_TIMEOUT_SECS].
+    #[arg(long)]
+    pub drain_timeout_secs: Option<u64>,
+    /// Largest gRPC message in bytes [default: derived from max_items_per_request; env:
+    /// DIFFGAP_MAX_MESSAGE_BYTES].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// How the model worker batches [default: step; env: DIFFGAP_BATCHING].
+    #[arg(long, value_enum)]
+    pub batching: Option<Batching>,
+    /// When idle, milliseconds the first request may wait for others [default: 0; env:
+    /// DIFFGAP_MAX_BATCH_WAIT_MS].
+    #[arg(long)]
+    pub max_batch_wait_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The flags given, as (key, value) overrides.
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        let o: Vec<(&'static str, Option<String>)> = vec![
+            (
+                "model",
+                self.model.as_ref().map(|p| p.display().to_string()),
+            ),
+            ("listen", self.listen.as_ref().map(ToString::to_string)),
+            ("device", self.device.as_ref().map(ToString::to_string)),
+            (
+                "max_batch_rows",
+                self.max_batch_rows.as_ref().map(ToString::to_string),
+            ),
+            (
+                "queue_capacity",
+                self.queue_capacity.as_ref().map(ToString::to_string),
+            ),
+            (
+                "max_items_per_request",
+                self.max_items_per_request.as_ref().map(ToString::to_string),
+            ),
+            ("metrics_listen", self.metrics_listen.clone()),
+            ("log_format", self.log_format.map(value_name)),
+            (
+                "drain_timeout_secs",
+                self.drain_timeout_secs.as_ref().map(ToString::to_string),
+            ),
+            (
+                "max_message_bytes",
+                self.max_message_bytes.as_ref().map(ToString::to_string),
+            ),
+            ("batching", self.batching.map(value_name)),
+            (
+                "max_batch_wait_ms",
+                self.max_batch_wait_ms.as_ref().map(ToString::to_string),
+            ),
+        ];
+        debug_assert!(o.iter().all(|(k, _)| KEYS.contains(k)));
+        o.into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+}
+
 impl ServeConfig {
-    /// A configuration with the CLI defaults for `model` on `listen`.
+    /// The defaults for `model` on `listen`, with the metrics listener off: for embedding the
+    /// server in another program or a test (where a fixed metrics port would collide).
     pub fn new(model: PathBuf, listen: SocketAddr, device: DeviceChoice) -> Self {
         Self {
             model,
             listen,
             device,
-            max_batch_rows: 256,
-            queue_capacity: 64,
-            max_items_per_request: 64,
-            batching: super::scheduler::Batching::Step,
-            max_batch_wait_ms: 0,
+            metrics_listen: "off".into(),
+            ..Self::default()
         }
     }
 
+    /// Layers the defaults, the file, the process environment and `args`, and validates.
+    pub fn load(args: &ServeArgs) -> Result<Self, String> {
+        Self::load_from(args, std::env::vars(), Path::new("."))
+    }
+
+    /// [`ServeConfig::load`] with an explicit environment, and the directory where the default
+    /// `diffgap.toml` is looked for.
+    pub fn load_from(
+        args: &ServeArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+        dir: &Path,
+    ) -> Result<Self, String> {
+        let mut env_keys = config::Map::new();
+        let mut file_from_env = None;
+        for (k, v) in env {
+            if k == CONFIG_ENV {
+                file_from_env = Some(PathBuf::from(v));
+                continue;
+            }
+            let key = k
+                .strip_prefix(ENV_PREFIX)
+                .and_then(|r| r.strip_prefix('_'))
+                .map(str::to_ascii_lowercase);
+            if key.is_some_and(|key| KEYS.contains(&key.as_str())) {
+                env_keys.insert(k, v);
+            }
+        }
+        let mut builder = config::Config::builder();
+        match args.config.clone().or(file_from_env) {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(format!(
+                        "config: cannot read the configuration file {}",
+                        path.display()
+                    ));
+                }
+                builder = builder.add_source(file_source(&path, true));
+            }
+            None => {
+                let path = dir.join(DEFAULT_FILE);
+                if path.is_file() {
+                    builder = builder.add_source(file_source(&path, true));
+                }
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .source(Some(env_keys)),
+        );
+        for (key, value) in args.overrides() {
+            builder = builder
+                .set_override(key, value)
+                .map_err(|e| format!("{key}: {e}"))?;
+        }
+        let cfg: Self = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every key; the error names the first key out of range.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("--max-batch-rows", self.max_batch_rows),
-            ("--queue-capacity", self.queue_capacity),
-            ("--max-items-per-request", self.max_items_per_request),
-        ] {
-            if v == 0 || v > u32::MAX as usize {
-                return Err(format!("{name} must be in 1..={}, got {v}", u32::MAX));
+        let ranges = [
+            ("max_batch_rows", self.max_batch_rows, MAX_ROWS),
+            ("queue_capacity", self.queue_capacity, 1 << 20),
+            (
+                "max_items_per_request",
+                self.max_items_per_request,
+                MAX_ROWS,
+            ),
+        ];
+        for (key, v, max) in ranges {
+            if v == 0 || v > max {
+                return Err(format!("{key}: must be in 1..={max}, got {v}"));
+            }
+        }
+        if self.drain_timeout_secs > 3600 {
+            return Err(format!(
+                "drain_timeout_secs: must be in 0..=3600, got {}",
+                self.drain_timeout_secs
+            ));
+        }
+        if self.max_batch_wait_ms > 10_000 {
+            return Err(format!(
+                "max_batch_wait_ms: must be in 0..=10000, got {}",
+                self.max_batch_wait_ms
+            ));
+        }
+        if let Some(b) = self.max_message_bytes {
+            const MIN: usize = 1024;
+            const MAX: usize = 1 << 31;
+            if !(MIN..=MAX).contains(&b) {
+                return Err(format!(
+                    "max_message_bytes: must be in {MIN}..={MAX}, got {b}"
+                ));
+            }
+        }
+        if self.model.as_os_str().is_empty() {
+            return Err("model: must name a model directory".into());
+        }
+        if let Some(m) = self.metrics_addr()? {
+            if m.port() != 0 && m == self.listen {
+                return Err(format!(
+                    "metrics_listen: must differ from listen (both are {m})"
+                ));
             }
         }
         Ok(())
+    }
+
+    /// The metrics listener's address, `None` when disabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let v = self.metrics_listen.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| {
+            format!("metrics_listen: '{v}' is not an address (host:port), \"\" or \"off\"")
+        })
+    }
+
+    /// The gRPC message size limit in bytes: `max_message_bytes`, or the default derived from
+    /// `max_items_per_request`.
+    pub fn message_limit(&self) -> usize {
+        self.max_message_bytes.unwrap_or_else(|| {
+            (self.max_items_per_request + 1)
+                .saturating_mul(64 * 1024)
+                .max(4 * 1024 * 1024)
+        })
+    }
+
+    /// The configuration as `diffgap config print` shows it: TOML, with the derived
+    /// `max_message_bytes` filled in.
+    pub fn to_toml(&self) -> Result<String, String> {
+        let mut shown = self.clone();
+        shown.max_message_bytes = Some(self.message_limit());
+        toml::to_string(&shown).map_err(|e| format!("rendering the configuration: {e}"))
+    }
+}
+
+fn file_source(
+    path: &Path,
+    required: bool,
+) -> config::File<config::FileSourceFile, config::FileFormat> {
+    config::File::new(&path.to_string_lossy(), config::FileFormat::Toml).required(required)
+}
+
+/// The name clap knows a value by (`text`, `step`...).
+fn value_name<T: clap::ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// (De)serializes a clap value enum by its value names.
+mod as_value_enum {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: clap::ValueEnum, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::value_name(v.clone()))
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: clap::ValueEnum,
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        T::from_str(&s, true).map_err(|_| {
+            let names: Vec<String> = T::value_variants()
+                .iter()
+                .map(|v| super::value_name(v.clone()))
+                .collect();
+            serde::de::Error::custom(format!("unknown value '{s}', use one of {names:?}"))
+        })
+    }
+}
+
+/// (De)serializes through `Display` and `FromStr`.
+mod as_string {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_print() {
+        let cfg = ServeConfig::default();
+        cfg.validate().expect("the defaults are valid");
+        let text = cfg.to_toml().expect("toml");
+        for key in KEYS {
+            assert!(
+                text.contains(&format!("{key} = ")),
+                "{key} missing in\n{text}"
+            );
+        }
+        let back: ServeConfig = toml::from_str(&text).expect("parses back");
+        assert_eq!(back.max_message_bytes, Some(cfg.message_limit()));
+    }
+
+    #[test]
+    fn zero_rows_names_the_key() {
+        let cfg = ServeConfig {
+            max_batch_rows: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "max_batch_rows: must be in 1..=65536, got 0"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The tonic implementation of `diffgap.v1.Diffgap`: validates each request against the model
 //! and the server's limits, hands the rows to the model worker and shapes the answer.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::error::ServiceError;
+use super::metrics;
 use super::proto::{self, diffgap_server::Diffgap, RankMode};
+use super::request_id::{self, Timed};
 use super::worker::{BridgeRow, Bridged, ModelInfo, WorkerHandle};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::{direction_key, FusionWeights};
@@ -261,6 +264,71 @@ impl DiffgapService {
     }
 }
 
+impl DiffgapService {
+    /// Every RPC goes through here, and only here: the request id, the RPC's span (carried
+    /// into the model worker), the RPC-level metrics (recorded once per call) and the
+    /// response metadata (the id echoed, the timing headers).
+    async fn handle<Req, Resp, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<Req>,
+        items: fn(&Req) -> usize,
+        run: impl FnOnce(Req) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Resp, ServiceError>>,
+        Resp: Timed,
+    {
+        let id = request_id::from_metadata(request.metadata());
+        let req = request.into_inner();
+        let span = tracing::info_span!(
+            "rpc",
+            rpc,
+            request_id = %id,
+            items = items(&req),
+            status = tracing::field::Empty,
+            total_ms = tracing::field::Empty,
+        );
+        let model = self
+            .model
+            .get()
+            .map_or_else(|| "none".to_owned(), |m| m.name.clone());
+        let observation = metrics::RpcObservation::start(rpc, model);
+        let out = run(req).instrument(span.clone()).await;
+        let total = observation.elapsed();
+        let _entered = span.enter();
+        span.record("total_ms", total.as_secs_f64() * 1e3);
+        match out {
+            Ok(resp) => {
+                observation.finish("ok", None);
+                span.record("status", "ok");
+                tracing::debug!("answered");
+                let (queue, compute) = resp.timings().unzip();
+                let mut response = Response::new(resp);
+                request_id::set_id(response.metadata_mut(), &id);
+                request_id::set_timings(response.metadata_mut(), queue, compute, total);
+                Ok(response)
+            }
+            Err(e) => {
+                let unknown_model = matches!(e, ServiceError::ModelNotFound { .. });
+                let mut status = Status::from(e);
+                let code = metrics::code_name(status.code());
+                observation.finish(code, unknown_model.then(|| "unknown".to_owned()));
+                span.record("status", code);
+                match status.code() {
+                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+                        tracing::error!(message = status.message(), "failed")
+                    }
+                    _ => tracing::info!(message = status.message(), "refused"),
+                }
+                request_id::set_id(status.metadata_mut(), &id);
+                request_id::set_timings(status.metadata_mut(), None, None, total);
+                Err(status)
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Diffgap for DiffgapService {
     async fn bridge(
@@ -268,10 +336,13 @@ impl Diffgap for DiffgapService {
         request: Request<proto::BridgeRequest>,
     ) -> Result<Response<proto::BridgeResponse>, Status> {
         let deadline = super::scheduler::deadline_from_metadata(request.metadata());
-        let req = request.into_inner();
-        let span = tracing::info_span!("bridge", items = req.items.len());
-        let out = self.bridge_impl(req, deadline).instrument(span).await;
-        out.map(Response::new).map_err(Status::from)
+        self.handle(
+            "Bridge",
+            request,
+            |r| r.items.len(),
+            |r| self.bridge_impl(r, deadline),
+        )
+        .await
     }
 
     async fn rank(
@@ -279,17 +350,21 @@ impl Diffgap for DiffgapService {
         request: Request<proto::RankRequest>,
     ) -> Result<Response<proto::RankResponse>, Status> {
         let deadline = super::scheduler::deadline_from_metadata(request.metadata());
-        let req = request.into_inner();
-        let span = tracing::info_span!("rank", candidates = req.candidates.len());
-        let out = self.rank_impl(req, deadline).instrument(span).await;
-        out.map(Response::new).map_err(Status::from)
+        self.handle(
+            "Rank",
+            request,
+            |r| r.candidates.len(),
+            |r| self.rank_impl(r, deadline),
+        )
+        .await
     }
 
     async fn info(
         &self,
-        _request: Request<proto::InfoRequest>,
+        request: Request<proto::InfoRequest>,
     ) -> Result<Response<proto::InfoResponse>, Status> {
-        self.info_impl().map(Response::new).map_err(Status::from)
+        self.handle("Info", request, |_| 0, |_| async { self.info_impl() })
+            .await
     }
 }
 

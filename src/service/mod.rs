@@ -5,22 +5,29 @@
 //! - [`worker`]: the thread that owns the model and batches requests;
 //! - [`scheduler`]: the worker's step-level (continuous) batching, deadlines and cancellation;
 //! - [`grpc`]: request validation and the RPC implementations;
-//! - [`error`]: the error type and its gRPC status codes.
+//! - [`error`]: the error type and its gRPC status codes;
+//! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
+//! - [`request_id`]: request ids and the timing headers of responses;
+//! - [`telemetry`]: the log subscriber (text or JSON).
 
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
+pub mod request_id;
 pub mod scheduler;
+pub mod telemetry;
 pub mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-pub use config::ServeConfig;
+pub use config::{LogFormat, ServeArgs, ServeConfig};
 pub use error::ServiceError;
 
 /// The generated protobuf and gRPC code of `proto/diffgap/v1/diffgap.proto`.
@@ -35,12 +42,13 @@ pub mod proto {
 
 use proto::diffgap_server::DiffgapServer;
 
-/// A bound listener, not yet serving: [`Listening::local_addr`] says where it listens (useful
-/// with port 0).
+/// Bound listeners, not yet serving: [`Listening::local_addr`] says where the gRPC one
+/// listens and [`Listening::metrics_addr`] where `/metrics` is served (useful with port 0).
 pub struct Listening {
     cfg: ServeConfig,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    metrics: Option<metrics::MetricsListener>,
 }
 
 /// Checks the configuration and binds `cfg.listen`.
@@ -56,10 +64,20 @@ pub async fn bind(cfg: ServeConfig) -> Result<Listening, ServiceError> {
         addr: cfg.listen,
         source,
     })?;
+    let metrics = match cfg.metrics_addr().map_err(ServiceError::Config)? {
+        None => None,
+        Some(at) => {
+            let bind_err = |source| ServiceError::Bind { addr: at, source };
+            let listener = tokio::net::TcpListener::bind(at).await.map_err(bind_err)?;
+            let addr = listener.local_addr().map_err(bind_err)?;
+            Some(metrics::MetricsListener { listener, addr })
+        }
+    };
     Ok(Listening {
         cfg,
         listener,
         addr,
+        metrics,
     })
 }
 
@@ -76,10 +94,17 @@ impl Listening {
         self.addr
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight and stops the
-    /// model worker. The port answers at once: health reports NOT_SERVING (and the RPCs
-    /// UNAVAILABLE) while the model loads and warms up, SERVING after, and NOT_SERVING again
-    /// from the start of shutdown. Fails if the model cannot be loaded.
+    /// Where `/metrics` is served; `None` when `metrics_listen` is off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
+    }
+
+    /// Serves until `shutdown` resolves, then drains: health turns NOT_SERVING (for "" and
+    /// the service) at once, no new connection is accepted, and the requests in flight get up
+    /// to `drain_timeout_secs` to finish before the server stops anyway; then the model worker
+    /// is stopped (waited for within the same bound). The port answers at once: health
+    /// reports NOT_SERVING (and the RPCs UNAVAILABLE) while the model loads and warms up,
+    /// SERVING after. Fails if the model cannot be loaded.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -88,7 +113,18 @@ impl Listening {
             cfg,
             listener,
             addr,
+            metrics: metrics_listener,
         } = self;
+        // Stops the metrics listener when this function returns (the sender is dropped).
+        let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(m) = metrics_listener {
+            if let Some(handle) = metrics::install() {
+                tracing::info!(addr = %m.addr, "serving Prometheus metrics at /metrics");
+                tokio::spawn(metrics::serve(m.listener, handle, async move {
+                    let _ = metrics_stopped.await;
+                }));
+            }
+        }
         let device = cfg.device.resolve().map_err(ServiceError::Config)?;
         let (reporter, health) = tonic_health::server::health_reporter();
         set_status(&reporter, ServingStatus::NotServing).await;
@@ -109,19 +145,25 @@ impl Listening {
                 queue_capacity: cfg.queue_capacity,
             },
         );
-        // Room for the largest request (a Rank with every candidate) plus framing.
-        let max_message = (cfg.max_items_per_request + 1)
-            .saturating_mul(64 * 1024)
-            .max(4 * 1024 * 1024);
+        let max_message = cfg.message_limit();
         let server = DiffgapServer::new(service)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
 
+        let drain = Duration::from_secs(cfg.drain_timeout_secs);
+        let drain_deadline = Arc::new(OnceLock::<Instant>::new());
+        let draining = Arc::new(tokio::sync::Notify::new());
         let stop_reporter = reporter.clone();
+        let (deadline_set, draining_set) = (drain_deadline.clone(), draining.clone());
         let shutdown = async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing the requests in flight");
+            let _ = deadline_set.set(Instant::now() + drain);
             set_status(&stop_reporter, ServingStatus::NotServing).await;
+            tracing::info!(
+                drain_timeout_secs = drain.as_secs(),
+                "shutting down: NOT_SERVING, no new connections; finishing the requests in flight"
+            );
+            draining_set.notify_one();
         };
         tracing::info!(%addr, model = %cfg.model.display(), "listening; loading the model");
         let serving = tonic::transport::Server::builder()
@@ -129,6 +171,23 @@ impl Listening {
             .add_service(reflection)
             .add_service(server)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown);
+        // The server ends once its connections are done after the signal, or at the drain
+        // deadline with whatever is still in flight abandoned.
+        let serving = async move {
+            tokio::select! {
+                served = serving => served.map_err(ServiceError::from),
+                () = async {
+                    draining.notified().await;
+                    tokio::time::sleep(drain).await;
+                } => {
+                    tracing::warn!(
+                        drain_timeout_secs = drain.as_secs(),
+                        "drain timeout: stopping with requests still in flight"
+                    );
+                    Ok(())
+                }
+            }
+        };
         tokio::pin!(serving);
 
         let mut ready = worker.ready;
@@ -136,19 +195,34 @@ impl Listening {
             loaded = &mut ready => match loaded {
                 Ok(Ok(info)) => {
                     tracing::info!(name = %info.name, dim = info.dim, device = %info.device, "model loaded and warmed up; serving");
+                    metrics::model_loaded(&info.name, &info.space, info.dim, &info.device);
                     let _ = model.set(info);
                     set_status(&reporter, ServingStatus::Serving).await;
-                    serving.await.map_err(ServiceError::from)
+                    serving.await
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(ServiceError::Internal("the model thread ended while loading".into())),
             },
             // Shut down (or failed) before the model was ready.
-            served = &mut serving => served.map_err(ServiceError::from),
+            served = &mut serving => served,
         };
-        // Every handle is gone with the server, so the worker's loop ends; wait for it.
+        // Every handle is gone with the server, so the worker's loop ends; wait for it, until
+        // the drain deadline (at least a second) when shutting down.
         let thread = worker.thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let (joined_tx, joined) = tokio::sync::oneshot::channel();
+        let _ = std::thread::Builder::new()
+            .name("diffgap-join".into())
+            .spawn(move || {
+                let _ = thread.join();
+                let _ = joined_tx.send(());
+            });
+        let left = drain_deadline.get().map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1))
+        });
+        if tokio::time::timeout(left, joined).await.is_err() {
+            tracing::warn!("the model thread is still busy; leaving it");
+        }
         result
     }
 }

@@ -1,0 +1,365 @@
+//! Prometheus metrics: one process-wide recorder (installed once, with a periodic upkeep so
+//! that histogram samples never pile up between scrapes), every metric described and
+//! registered at zero before the first request, and a small `/metrics` listener per server.
+//!
+//! Who records what:
+//! - the RPC layer ([`RpcObservation`], used by every handler through one helper in
+//!   `grpc.rs`): `diffgap_requests_total`, `diffgap_request_duration_seconds`,
+//!   `diffgap_inflight_requests`;
+//! - the model worker: `diffgap_queue_depth`, `diffgap_active_rows`, `diffgap_batch_rows`,
+//!   `diffgap_queue_duration_seconds`, `diffgap_compute_duration_seconds`,
+//!   `diffgap_denoising_steps_total`, `diffgap_denoised_rows_total`,
+//!   `diffgap_requests_dropped_total`;
+//! - the server at load time: `diffgap_model_info`.
+//!
+//! Names carry their unit (`_seconds`, `_rows`), counters end in `_total`, and every label has a
+//! bounded set of values (no request ids, no user text).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics::Unit;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const QUEUE_DEPTH: &str = "diffgap_queue_depth";
+pub const ACTIVE_ROWS: &str = "diffgap_active_rows";
+pub const INFLIGHT_REQUESTS: &str = "diffgap_inflight_requests";
+pub const BATCH_ROWS: &str = "diffgap_batch_rows";
+pub const QUEUE_DURATION: &str = "diffgap_queue_duration_seconds";
+pub const COMPUTE_DURATION: &str = "diffgap_compute_duration_seconds";
+pub const REQUEST_DURATION: &str = "diffgap_request_duration_seconds";
+pub const REQUESTS: &str = "diffgap_requests_total";
+pub const DENOISING_STEPS: &str = "diffgap_denoising_steps_total";
+pub const DENOISED_ROWS: &str = "diffgap_denoised_rows_total";
+pub const REQUESTS_DROPPED: &str = "diffgap_requests_dropped_total";
+pub const MODEL_INFO: &str = "diffgap_model_info";
+
+/// The RPC names, the values of the `rpc` label.
+pub const RPCS: [&str; 3] = ["Bridge", "Rank", "Info"];
+/// The values of the `reason` label of `diffgap_requests_dropped_total`.
+pub const DROP_REASONS: [&str; 2] = ["deadline", "cancelled"];
+
+/// How often the recorder's upkeep drains histogram samples when nothing scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Geometric buckets from 100 µs, doubling, up to about 105 s.
+fn seconds_buckets() -> Vec<f64> {
+    (0..21).map(|k| 100e-6 * f64::from(1u32 << k)).collect()
+}
+
+/// Powers of two from 1 to 65536.
+fn rows_buckets() -> Vec<f64> {
+    (0..17).map(|k| f64::from(1u32 << k)).collect()
+}
+
+/// The process-wide recorder: installed on the first call, shared after. `None` when another
+/// recorder was installed first (metrics then go there, and this process serves none).
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets())
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BATCH_ROWS.into()), &rows_buckets())
+                });
+            let builder = match builder {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("metrics disabled: {e}");
+                    return None;
+                }
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::warn!("metrics disabled: another recorder is installed ({e})");
+                return None;
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("diffgap-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("no metrics upkeep thread ({e}); histograms drain on scrape only");
+            }
+            register();
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Describes every metric and registers it at zero, so that a scrape lists all of them before
+/// the first request.
+fn register() {
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Requests waiting for the model worker."
+    );
+    describe_gauge!(
+        ACTIVE_ROWS,
+        Unit::Count,
+        "Embedding rows the model worker is denoising now."
+    );
+    describe_gauge!(
+        INFLIGHT_REQUESTS,
+        Unit::Count,
+        "RPCs being handled (validating, queued or computing)."
+    );
+    describe_histogram!(
+        BATCH_ROWS,
+        Unit::Count,
+        "Rows in each batch the model worker runs."
+    );
+    describe_histogram!(
+        QUEUE_DURATION,
+        Unit::Seconds,
+        "Time a request waited for the model worker."
+    );
+    describe_histogram!(COMPUTE_DURATION, Unit::Seconds, "Model time of each batch.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from receiving an RPC to answering it, by rpc."
+    );
+    describe_counter!(
+        REQUESTS,
+        Unit::Count,
+        "RPCs answered, by rpc, model and status (the gRPC code, e.g. ok, invalid_argument)."
+    );
+    describe_counter!(
+        DENOISING_STEPS,
+        Unit::Count,
+        "Denoising steps run (one step of a batch counts once)."
+    );
+    describe_counter!(DENOISED_ROWS, Unit::Count, "Embedding rows bridged.");
+    describe_counter!(
+        REQUESTS_DROPPED,
+        Unit::Count,
+        "Queued requests dropped before computing, by reason (deadline, cancelled)."
+    );
+    describe_gauge!(
+        MODEL_INFO,
+        Unit::Count,
+        "1, labelled with the served model's name, space, dim, device and the server version."
+    );
+
+    gauge!(QUEUE_DEPTH).set(0.0);
+    gauge!(ACTIVE_ROWS).set(0.0);
+    gauge!(INFLIGHT_REQUESTS).set(0.0);
+    let _ = histogram!(BATCH_ROWS);
+    let _ = histogram!(QUEUE_DURATION);
+    let _ = histogram!(COMPUTE_DURATION);
+    for rpc in RPCS {
+        let _ = histogram!(REQUEST_DURATION, "rpc" => rpc);
+    }
+    counter!(DENOISING_STEPS).increment(0);
+    counter!(DENOISED_ROWS).increment(0);
+    for reason in DROP_REASONS {
+        counter!(REQUESTS_DROPPED, "reason" => reason).increment(0);
+    }
+}
+
+/// Called once the model is loaded: `diffgap_model_info` and the zero `ok` counters of every
+/// RPC for this model.
+pub fn model_loaded(name: &str, space: &str, dim: usize, device: &str) {
+    gauge!(
+        MODEL_INFO,
+        "model" => name.to_owned(),
+        "space" => space.to_owned(),
+        "dim" => dim.to_string(),
+        "device" => device.to_owned(),
+        "version" => env!("CARGO_PKG_VERSION"),
+    )
+    .set(1.0);
+    for rpc in RPCS {
+        counter!(REQUESTS, "rpc" => rpc, "model" => name.to_owned(), "status" => "ok").increment(0);
+    }
+}
+
+/// The gRPC code's name as a label value: `ok`, `invalid_argument`, `resource_exhausted`...
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// The RPC-level metrics of one call: counts it in flight from creation, and records
+/// `diffgap_requests_total` and `diffgap_request_duration_seconds` exactly once, in
+/// [`RpcObservation::finish`] or, when the handler is dropped first (the client went away),
+/// as `cancelled` on drop.
+pub struct RpcObservation {
+    rpc: &'static str,
+    start: Instant,
+    model: String,
+    done: bool,
+}
+
+impl RpcObservation {
+    pub fn start(rpc: &'static str, model: impl Into<String>) -> Self {
+        gauge!(INFLIGHT_REQUESTS).increment(1.0);
+        Self {
+            rpc,
+            start: Instant::now(),
+            model: model.into(),
+            done: false,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Records the outcome; `model` replaces the label given at the start when known better.
+    pub fn finish(mut self, status: &'static str, model: Option<String>) {
+        if let Some(m) = model {
+            self.model = m;
+        }
+        self.record(status);
+    }
+
+    fn record(&mut self, status: &'static str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        gauge!(INFLIGHT_REQUESTS).decrement(1.0);
+        counter!(
+            REQUESTS,
+            "rpc" => self.rpc,
+            "model" => self.model.clone(),
+            "status" => status,
+        )
+        .increment(1);
+        histogram!(REQUEST_DURATION, "rpc" => self.rpc).record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for RpcObservation {
+    fn drop(&mut self) {
+        self.record("cancelled");
+    }
+}
+
+/// Serves `GET /metrics` (the Prometheus text format) on `listener` until `shutdown`
+/// resolves: a deliberately small HTTP/1.1 responder, one request per connection.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handle = handle.clone();
+                    tokio::spawn(async move {
+                        let answered =
+                            tokio::time::timeout(Duration::from_secs(10), answer(stream, &handle));
+                        if let Ok(Err(e)) = answered.await {
+                            tracing::debug!("metrics connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("metrics listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, body, kind) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            handle.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "not found; metrics are at /metrics\n".into(),
+            "text/plain; charset=utf-8",
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "use GET /metrics\n".into(),
+            "text/plain; charset=utf-8",
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Where the metrics of a server are served, once bound.
+pub(crate) struct MetricsListener {
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_increasing() {
+        let s = seconds_buckets();
+        assert!((s[0] - 1e-4).abs() < 1e-12);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        assert!(*s.last().unwrap() > 100.0);
+        let r = rows_buckets();
+        assert_eq!(r[0], 1.0);
+        assert_eq!(*r.last().unwrap(), 65536.0);
+    }
+
+    #[test]
+    fn code_names_are_snake_case() {
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "invalid_argument");
+        assert_eq!(code_name(tonic::Code::Ok), "ok");
+    }
+}

@@ -1,0 +1,22 @@
+//! The process's log subscriber: text or JSON lines on stderr, filtered by `RUST_LOG`
+//! (default `info`). JSON lines carry the current span's fields (`rpc`, `request_id`, `items`).
+
+use tracing_subscriber::EnvFilter;
+
+use super::config::LogFormat;
+
+/// Installs the global subscriber; a second call (or one after another subscriber) is a no-op.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
