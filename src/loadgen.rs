@@ -375,17 +375,22 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
 async fn drive(args: &LoadgenArgs) -> Result<(Target, Vec<(String, LevelResult)>)> {
     let channel = Channel::from_shared(args.addr.clone())
         .context("--addr")?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.addr))?;
+        // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
+        .connect_lazy();
     let mut client = DiffgapClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    let info = client
-        .info(InfoRequest {})
-        .await
-        .context("Info")?
-        .into_inner();
+    // UNAVAILABLE until the server listens and has loaded its model: wait (bounded).
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    let info = loop {
+        match client.info(InfoRequest {}).await {
+            Ok(info) => break info.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < ready_by => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(s) => return Err(anyhow::anyhow!("Info: {s}")),
+        }
+    };
     let m = info.models.first().context("the server serves no model")?;
     let dir = m.directions.first().context("the model has no direction")?;
     let (from, to) = dir
