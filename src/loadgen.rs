@@ -25,7 +25,7 @@ use crate::device::{describe, DeviceChoice};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::{artifact, row_seed};
 use crate::service::proto::diffgap_client::DiffgapClient;
-use crate::service::proto::{BridgeItem, BridgeRequest, Embedding, InfoRequest};
+use crate::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenArgs {
@@ -120,22 +120,17 @@ impl Load {
     fn request(&self, i: usize) -> tonic::Request<BridgeRequest> {
         let steps = self.steps[i % self.steps.len()];
         let items = (0..self.items)
-            .map(|j| BridgeItem {
-                source_modality: self.target.from.clone(),
-                target_modality: self.target.to.clone(),
-                embedding: Some(Embedding {
-                    values: vector(row_seed(i as u64, j), self.target.dim),
-                }),
-                steps: Some(steps as u32),
-                guidance: None,
-                samples: Some(self.samples as u32),
-                seed: Some(row_seed(i as u64, j)),
+            .map(|j| {
+                let seed = row_seed(i as u64, j);
+                let values = vector(seed, self.target.dim);
+                BridgeItem {
+                    steps: Some(steps as u32),
+                    samples: Some(self.samples as u32),
+                    ..BridgeItem::new(&self.target.from, &self.target.to, values, Some(seed))
+                }
             })
             .collect();
-        let mut req = tonic::Request::new(BridgeRequest {
-            model: String::new(),
-            items,
-        });
+        let mut req = tonic::Request::new(BridgeRequest::new(items));
         req.set_timeout(self.timeout);
         req
     }
@@ -143,7 +138,13 @@ impl Load {
 
 /// A deterministic pseudo-random vector with components in [-0.5, 0.5).
 fn vector(seed: u64, dim: usize) -> Vec<f32> {
-    let mut s = seed | 1;
+    lcg_vector(seed | 1, dim)
+}
+
+/// `dim` components in [-0.5, 0.5) from a 64-bit linear congruential generator started at
+/// `state` (deterministic load and test vectors).
+pub fn lcg_vector(state: u64, dim: usize) -> Vec<f32> {
+    let mut s = state;
     (0..dim)
         .map(|_| {
             s = s

@@ -127,25 +127,13 @@ fn user_errors_exit_non_zero_with_a_message() {
     let tmp = tempfile::tempdir().unwrap();
     let pairs = tmp.path().join("pairs.safetensors");
     assert!(diffgap(&["synth", "--out", s(&pairs), "--items", "20", "--dim", "8"]).0);
-    let (ok, out) = diffgap(&[
-        "train",
-        "--pairs",
-        s(&pairs),
-        "--out",
-        s(&tmp.path().join("m")),
-        "--modalities",
-        "text,video",
-    ]);
+    let m = tmp.path().join("m");
+    let train = |out: &str, extra: &[&str]| {
+        diffgap(&[&["train", "--pairs", s(&pairs), "--out", out][..], extra].concat())
+    };
+    let (ok, out) = train(s(&m), &["--modalities", "text,video"]);
     assert!(!ok && out.contains("no modality 'video'"), "{out}");
-    let (ok, out) = diffgap(&[
-        "train",
-        "--pairs",
-        s(&pairs),
-        "--out",
-        s(&tmp.path().join("m")),
-        "--val-fraction",
-        "1.5",
-    ]);
+    let (ok, out) = train(s(&m), &["--val-fraction", "1.5"]);
     assert!(!ok && out.contains("--val-fraction"), "{out}");
     let (ok, out) = diffgap(&[
         "eval",
@@ -155,15 +143,7 @@ fn user_errors_exit_non_zero_with_a_message() {
         s(&pairs),
     ]);
     assert!(!ok && out.contains("card.json"), "{out}");
-    let (ok, out) = diffgap(&[
-        "train",
-        "--pairs",
-        s(&pairs),
-        "--out",
-        "x",
-        "--device",
-        "tpu",
-    ]);
+    let (ok, out) = train("x", &["--device", "tpu"]);
     assert!(!ok && out.contains("unknown device"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }

@@ -15,7 +15,7 @@ use diffgap::service::worker::{
 };
 use tch::{Device, Kind, Tensor};
 
-const DIM: usize = 16;
+const DIM: usize = support::TINY_DIM;
 
 struct Worker {
     handle: WorkerHandle,
@@ -35,15 +35,7 @@ async fn worker(max_batch_rows: usize, batching: Batching) -> Worker {
 
 /// A deterministic pseudo-random vector.
 fn vector(seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..DIM)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
+    diffgap::loadgen::lcg_vector(seed.wrapping_mul(6364136223846793005).wrapping_add(1), DIM)
 }
 
 fn row(from: &str, to: &str, v: u64, steps: usize, guidance: f32, samples: usize) -> BridgeRow {

@@ -1,182 +1,46 @@
 //! The gRPC service end to end: a tiny model trained here, the real server on an ephemeral
 //! port, and the generated tonic client.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
+mod support;
 
-use diffgap::data::pairs::write_named;
-use diffgap::data::synthetic::{generate, SyntheticSpec};
-use diffgap::device::DeviceChoice;
-use diffgap::diffusion::prediction::Prediction;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
 use diffgap::diffusion::sampler::SampleOptions;
-use diffgap::diffusion::schedule::ScheduleKind;
 use diffgap::model::{artifact, row_seed};
+use diffgap::service;
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{
     BridgeItem, BridgeRequest, BridgeResponse, Candidate, Embedding, InfoRequest, RankMode,
-    RankRequest,
+    RankRequest, RankResponse,
 };
-use diffgap::service::{self, ServeConfig};
-use diffgap::train::TrainConfig;
+use support::{channel, serve_config, serve_until_stopped, tiny_model, wait_serving};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const DIM: usize = 16;
-
-fn train_tiny(dir: &Path) -> PathBuf {
-    let pairs = dir.join("pairs.safetensors");
-    let spec = SyntheticSpec {
-        items: 300,
-        captions: 2,
-        dim: DIM,
-        latent: 8,
-        seed: 3,
-        offset: 0,
-    };
-    write_named(&pairs, &generate(&spec)).expect("writing the synthetic pairs");
-    let out = dir.join("model");
-    let cfg = TrainConfig {
-        pairs,
-        out: out.clone(),
-        modalities: Some(vec!["text".into(), "audio".into()]),
-        space: "synthetic".into(),
-        val_fraction: 0.15,
-        epochs: 3,
-        patience: 10,
-        seed: 1,
-        batch_size: 128,
-        lr: 2e-3,
-        weight_decay: 0.01,
-        cond_dropout: 0.1,
-        ema_decay: 0.99,
-        width: 64,
-        depth: 2,
-        prediction: Prediction::V,
-        schedule: ScheduleKind::Cosine,
-        timesteps: 1000,
-        steps: 5,
-        samples: 2,
-        device: DeviceChoice::Cpu,
-        quiet: true,
-        resume: None,
-    };
-    diffgap::train::train(&cfg).expect("training the tiny model");
-    out
-}
-
-/// The tiny model, trained once per test binary.
-fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        train_tiny(&dir)
-    })
-}
-
-fn config(model: &Path) -> ServeConfig {
-    let mut cfg = ServeConfig::new(
-        model.into(),
-        "127.0.0.1:0".parse().expect("address"),
-        DeviceChoice::Cpu,
-    );
-    cfg.max_items_per_request = 32;
-    cfg
-}
+const DIM: usize = support::TINY_DIM;
 
 /// One server for the whole binary, on its own runtime and thread so that it outlives each
 /// test's runtime.
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let cfg = config(model_dir());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async move {
-                let listening = service::bind(cfg).await.expect("bind");
-                tx.send(listening.local_addr()).expect("report the address");
-                listening
-                    .serve(std::future::pending())
-                    .await
-                    .expect("serve");
-            });
-        });
-        rx.recv().expect("the server's address")
-    })
-}
-
-async fn wait_serving(addr: SocketAddr) {
-    let mut health = HealthClient::new(channel(addr).await);
-    for _ in 0..600 {
-        let r = health
-            .check(HealthCheckRequest {
-                service: "diffgap.v1.Diffgap".into(),
-            })
-            .await
-            .expect("health check");
-        if r.into_inner().status == ServingStatus::Serving as i32 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not become SERVING within 60 s");
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
+    *ADDR.get_or_init(|| support::serve_forever(serve_config(&tiny_model())).0)
 }
 
 async fn client() -> DiffgapClient<Channel> {
-    let addr = server();
-    wait_serving(addr).await;
-    DiffgapClient::new(channel(addr).await)
+    support::client(server()).await
 }
 
 /// A deterministic pseudo-random vector.
 fn vector(seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..DIM)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
+    support::vector(seed, DIM)
 }
 
 fn emb(values: Vec<f32>) -> Option<Embedding> {
     Some(Embedding { values })
-}
-
-fn item(from: &str, to: &str, values: Vec<f32>, seed: Option<u64>) -> BridgeItem {
-    BridgeItem {
-        source_modality: from.into(),
-        target_modality: to.into(),
-        embedding: emb(values),
-        steps: None,
-        guidance: None,
-        samples: None,
-        seed,
-    }
-}
-
-fn bridge_request(items: Vec<BridgeItem>) -> BridgeRequest {
-    BridgeRequest {
-        model: String::new(),
-        items,
-    }
 }
 
 fn values(r: BridgeResponse) -> Vec<Vec<f32>> {
@@ -195,14 +59,14 @@ async fn bridge_matches_the_in_process_model() {
     let mut c = client().await;
     let x = vector(1);
     let y = vector(2);
-    let mut guided = item("audio", "text", y.clone(), Some(11));
+    let mut guided = BridgeItem::new("audio", "text", y.clone(), Some(11));
     guided.steps = Some(8);
     guided.guidance = Some(1.5);
     guided.samples = Some(3);
     let r = c
-        .bridge(bridge_request(vec![
-            item("text", "audio", x.clone(), Some(7)),
-            item("text", "audio", x.clone(), None),
+        .bridge(BridgeRequest::new(vec![
+            BridgeItem::new("text", "audio", x.clone(), Some(7)),
+            BridgeItem::new("text", "audio", x.clone(), None),
             guided,
         ]))
         .await
@@ -213,7 +77,7 @@ async fn bridge_matches_the_in_process_model() {
     let got = values(r);
     assert_eq!(got.len(), 3);
 
-    let model = artifact::load(model_dir(), tch::Device::Cpu).expect("load");
+    let model = artifact::load(&tiny_model(), tch::Device::Cpu).expect("load");
     let d = model.card.defaults;
     let defaults = SampleOptions {
         steps: d.steps,
@@ -252,7 +116,7 @@ async fn results_do_not_depend_on_batching() {
             } else {
                 ("audio", "text")
             };
-            let mut it = item(from, to, vector(100 + i), Some(1000 + i));
+            let mut it = BridgeItem::new(from, to, vector(100 + i), Some(1000 + i));
             if i % 3 == 0 {
                 it.steps = Some(3);
             }
@@ -260,7 +124,7 @@ async fn results_do_not_depend_on_batching() {
         })
         .collect();
     let together = values(
-        c.bridge(bridge_request(items.clone()))
+        c.bridge(BridgeRequest::new(items.clone()))
             .await
             .expect("bridge")
             .into_inner(),
@@ -268,7 +132,7 @@ async fn results_do_not_depend_on_batching() {
     // Concurrent single-item requests: the worker merges whatever is waiting.
     let singles = futures_join(items.iter().map(|it| {
         let mut c = c.clone();
-        let req = bridge_request(vec![it.clone()]);
+        let req = BridgeRequest::new(vec![it.clone()]);
         async move { values(c.bridge(req).await.expect("bridge").into_inner()) }
     }))
     .await;
@@ -311,6 +175,13 @@ fn rank_request(mode: i32, top_k: u32) -> RankRequest {
     }
 }
 
+async fn rank(c: &mut DiffgapClient<Channel>, mode: RankMode, top_k: u32) -> RankResponse {
+    c.rank(rank_request(mode as i32, top_k))
+        .await
+        .expect("rank")
+        .into_inner()
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -321,13 +192,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[tokio::test]
 async fn rank_sorts_and_reports_components() {
     let mut c = client().await;
-    let card = artifact::read_card(model_dir()).expect("card");
+    let card = artifact::read_card(&tiny_model()).expect("card");
 
-    let r = c
-        .rank(rank_request(RankMode::Contrastive as i32, 3))
-        .await
-        .expect("rank")
-        .into_inner();
+    let r = rank(&mut c, RankMode::Contrastive, 3).await;
     assert_eq!(r.results.len(), 3);
     let q = vector(5);
     for res in &r.results {
@@ -339,22 +206,14 @@ async fn rank_sorts_and_reports_components() {
     }
     assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
 
-    let r = c
-        .rank(rank_request(RankMode::Bridged as i32, 0))
-        .await
-        .expect("rank")
-        .into_inner();
+    let r = rank(&mut c, RankMode::Bridged, 0).await;
     assert_eq!(r.results.len(), 6);
     assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
     for res in &r.results {
         assert_eq!(Some(res.score), res.bridged);
     }
 
-    let r = c
-        .rank(rank_request(RankMode::Reverse as i32, 2))
-        .await
-        .expect("rank")
-        .into_inner();
+    let r = rank(&mut c, RankMode::Reverse, 2).await;
     assert_eq!(r.results.len(), 2);
     for res in &r.results {
         assert_eq!(Some(res.score), res.reverse);
@@ -362,11 +221,7 @@ async fn rank_sorts_and_reports_components() {
 
     // Unspecified = fused with the card's weights for text->audio.
     let w = card.fusion["text->audio"];
-    let r = c
-        .rank(rank_request(RankMode::Unspecified as i32, 6))
-        .await
-        .expect("rank")
-        .into_inner();
+    let r = rank(&mut c, RankMode::Unspecified, 6).await;
     assert_eq!(r.results.len(), 6);
     assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
     for res in &r.results {
@@ -377,11 +232,7 @@ async fn rank_sorts_and_reports_components() {
             + w.reverse as f32 * res.reverse.unwrap_or(0.0);
         assert!((res.score - fused).abs() < 1e-4);
     }
-    let again = c
-        .rank(rank_request(RankMode::Fused as i32, 6))
-        .await
-        .expect("rank")
-        .into_inner();
+    let again = rank(&mut c, RankMode::Fused, 6).await;
     assert_eq!(again.results, r.results, "same seed, same ranking");
 }
 
@@ -438,15 +289,15 @@ async fn expect_code<T: std::fmt::Debug>(
 #[tokio::test]
 async fn bad_requests_are_invalid_arguments() {
     let mut c = client().await;
-    let ok = || item("text", "audio", vector(9), Some(1));
+    let ok = || BridgeItem::new("text", "audio", vector(9), Some(1));
     let with = |f: &dyn Fn(&mut BridgeItem)| {
         let mut it = ok();
         f(&mut it);
-        bridge_request(vec![ok(), it])
+        BridgeRequest::new(vec![ok(), it])
     };
     let cases: Vec<(BridgeRequest, &str)> = vec![
-        (bridge_request(vec![]), "items"),
-        (bridge_request(vec![ok(); 33]), "limit is 32"),
+        (BridgeRequest::new(vec![]), "items"),
+        (BridgeRequest::new(vec![ok(); 33]), "limit is 32"),
         (
             with(&|it| it.embedding = emb(vec![0.1; DIM + 1])),
             "items[1].embedding.values",
@@ -536,45 +387,40 @@ async fn bad_requests_are_invalid_arguments() {
 #[tokio::test]
 async fn unknown_model_is_not_found() {
     let mut c = client().await;
-    let mut req = bridge_request(vec![item("text", "audio", vector(1), None)]);
+    let mut req = BridgeRequest::new(vec![BridgeItem::new("text", "audio", vector(1), None)]);
     req.model = "nope".into();
     expect_code(c.bridge(req).await, Code::NotFound, "nope").await;
     let mut req = rank_request(RankMode::Contrastive as i32, 1);
     req.model = "nope".into();
     expect_code(c.rank(req).await, Code::NotFound, "nope").await;
     // The model's own name works as well as the empty default.
-    let mut req = bridge_request(vec![item("text", "audio", vector(1), None)]);
+    let mut req = BridgeRequest::new(vec![BridgeItem::new("text", "audio", vector(1), None)]);
     req.model = "model".into();
     c.bridge(req).await.expect("bridge by name");
 }
 
 #[tokio::test]
 async fn shuts_down_gracefully() {
-    let listening = service::bind(config(model_dir())).await.expect("bind");
-    let addr = listening.local_addr();
+    let (addr, stop, server) = serve_until_stopped(serve_config(&tiny_model())).await;
     assert_ne!(addr.port(), 0);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(listening.serve(async {
-        let _ = stopped.await;
-    }));
-    wait_serving(addr).await;
     let mut c = DiffgapClient::new(channel(addr).await);
-    c.bridge(bridge_request(vec![item("text", "audio", vector(1), None)]))
-        .await
-        .expect("bridge");
+    c.bridge(BridgeRequest::new(vec![BridgeItem::new(
+        "text",
+        "audio",
+        vector(1),
+        None,
+    )]))
+    .await
+    .expect("bridge");
     drop(c);
     stop.send(()).expect("stop");
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("the server stops")
-        .expect("task")
-        .expect("serve returns Ok");
+    support::stops(server).await;
 }
 
 #[tokio::test]
 async fn a_missing_model_fails_serve() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listening = service::bind(config(dir.path())).await.expect("bind");
+    let listening = service::bind(serve_config(dir.path())).await.expect("bind");
     let err = listening
         .serve(std::future::pending())
         .await
@@ -584,24 +430,18 @@ async fn a_missing_model_fails_serve() {
 
 #[tokio::test]
 async fn a_full_queue_is_resource_exhausted() {
-    let mut cfg = config(model_dir());
+    let mut cfg = serve_config(&tiny_model());
     cfg.queue_capacity = 1;
     cfg.max_batch_rows = 1;
-    let listening = service::bind(cfg).await.expect("bind");
-    let addr = listening.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(listening.serve(async {
-        let _ = stopped.await;
-    }));
-    wait_serving(addr).await;
+    let (addr, stop, server) = serve_until_stopped(cfg).await;
     let c = DiffgapClient::new(channel(addr).await);
     // One slow request runs, one waits, the rest find the queue full.
-    let mut slow = item("text", "audio", vector(1), Some(1));
+    let mut slow = BridgeItem::new("text", "audio", vector(1), Some(1));
     slow.steps = Some(1000);
     slow.samples = Some(4);
     let answers = futures_join((0..12).map(|_| {
         let mut c = c.clone();
-        let req = bridge_request(vec![slow.clone()]);
+        let req = BridgeRequest::new(vec![slow.clone()]);
         async move { c.bridge(req).await.map(|r| values(r.into_inner())) }
     }))
     .await;

@@ -40,6 +40,32 @@ pub mod proto {
         tonic::include_file_descriptor_set!("diffgap_descriptor");
 }
 
+impl proto::BridgeItem {
+    /// An item `from` -> `to` for `values`, with the model's default steps, guidance and
+    /// samples.
+    pub fn new(from: &str, to: &str, values: Vec<f32>, seed: Option<u64>) -> Self {
+        Self {
+            source_modality: from.into(),
+            target_modality: to.into(),
+            embedding: Some(proto::Embedding { values }),
+            steps: None,
+            guidance: None,
+            samples: None,
+            seed,
+        }
+    }
+}
+
+impl proto::BridgeRequest {
+    /// A request of `items` for the default model.
+    pub fn new(items: Vec<proto::BridgeItem>) -> Self {
+        Self {
+            model: String::new(),
+            items,
+        }
+    }
+}
+
 use proto::diffgap_server::DiffgapServer;
 
 /// Bound listeners, not yet serving: [`Listening::local_addr`] says where the gRPC one

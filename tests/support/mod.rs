@@ -1,14 +1,26 @@
-//! Fixtures shared by the engine tests: synthetic paired files and small trained models.
+//! Fixtures shared by the tests: synthetic paired files, small trained models, deterministic
+//! vectors and a served model with its gRPC client.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use diffgap::data::pairs::write_named;
 use diffgap::data::synthetic::{generate, SyntheticSpec};
 use diffgap::device::DeviceChoice;
 use diffgap::diffusion::prediction::Prediction;
 use diffgap::diffusion::schedule::ScheduleKind;
+use diffgap::service::proto::diffgap_client::DiffgapClient;
+use diffgap::service::{self, ServeConfig, ServiceError};
 use diffgap::train::TrainConfig;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// The embedding dimension of [`tiny_model`].
+pub const TINY_DIM: usize = 16;
 
 pub fn synth_file(dir: &Path, name: &str, items: usize, dim: usize, seed: u64) -> PathBuf {
     let path = dir.join(name);
@@ -52,16 +64,119 @@ pub fn train_config(pairs: &Path, out: &Path) -> TrainConfig {
     }
 }
 
-/// A tiny model trained once per test binary.
+/// A tiny model trained into `dir/model` on `items` synthetic pairs of dimension `dim`.
+pub fn train_tiny(dir: &Path, items: usize, dim: usize) -> PathBuf {
+    let pairs = synth_file(dir, "pairs.safetensors", items, dim, 3);
+    let out = dir.join("model");
+    diffgap::train::train(&train_config(&pairs, &out)).expect("training the tiny model");
+    out
+}
+
+/// A tiny model (300 items, [`TINY_DIM`]) trained once per test binary.
 pub fn tiny_model() -> PathBuf {
     static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     MODEL
         .get_or_init(|| {
             let dir = tempfile::tempdir().expect("tempdir").keep();
-            let pairs = synth_file(&dir, "pairs.safetensors", 300, 16, 3);
-            let out = dir.join("model");
-            diffgap::train::train(&train_config(&pairs, &out)).expect("training the tiny model");
-            out
+            train_tiny(&dir, 300, TINY_DIM)
         })
         .clone()
+}
+
+/// A deterministic pseudo-random vector of `dim` components in [-0.5, 0.5).
+pub fn vector(seed: u64, dim: usize) -> Vec<f32> {
+    let state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    diffgap::loadgen::lcg_vector(state, dim)
+}
+
+/// The service tests' configuration: `model` on an ephemeral loopback port, on the CPU, at
+/// most 32 items a request.
+pub fn serve_config(model: &Path) -> ServeConfig {
+    let mut cfg = ServeConfig::new(
+        model.into(),
+        "127.0.0.1:0".parse().expect("address"),
+        DeviceChoice::Cpu,
+    );
+    cfg.max_items_per_request = 32;
+    cfg
+}
+
+/// Serves `cfg` until the process ends, on its own runtime and thread so that it outlives
+/// each test's runtime: (gRPC address, metrics address).
+pub fn serve_forever(cfg: ServeConfig) -> (SocketAddr, Option<SocketAddr>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let listening = service::bind(cfg).await.expect("bind");
+            tx.send((listening.local_addr(), listening.metrics_addr()))
+                .expect("report the addresses");
+            listening
+                .serve(std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    rx.recv().expect("the server's addresses")
+}
+
+/// Binds `cfg` and serves it on a task until `stop` fires; returns once it is SERVING:
+/// (address, stop, the serve task).
+pub async fn serve_until_stopped(
+    cfg: ServeConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ServiceError>>,
+) {
+    let listening = service::bind(cfg).await.expect("bind");
+    let addr = listening.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(listening.serve(async {
+        let _ = stopped.await;
+    }));
+    wait_serving(addr).await;
+    (addr, stop, server)
+}
+
+/// Waits (at most 30 s) for the serve task of [`serve_until_stopped`] to return `Ok`.
+pub async fn stops(server: tokio::task::JoinHandle<Result<(), ServiceError>>) {
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the server stops")
+        .expect("task")
+        .expect("serve returns Ok");
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+pub async fn wait_serving(addr: SocketAddr) {
+    let mut health = HealthClient::new(channel(addr).await);
+    for _ in 0..600 {
+        let r = health
+            .check(HealthCheckRequest {
+                service: "diffgap.v1.Diffgap".into(),
+            })
+            .await
+            .expect("health check");
+        if r.into_inner().status == ServingStatus::Serving as i32 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server did not become SERVING within 60 s");
+}
+
+/// A client of the server at `addr`, once it is SERVING.
+pub async fn client(addr: SocketAddr) -> DiffgapClient<Channel> {
+    wait_serving(addr).await;
+    DiffgapClient::new(channel(addr).await)
 }
