@@ -2,21 +2,18 @@
 //! headers, the layered configuration and the drain on shutdown. A tiny model is trained here
 //! and served on ephemeral ports; the client is the generated tonic one.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use diffgap::data::pairs::write_named;
-use diffgap::data::synthetic::{generate, SyntheticSpec};
-use diffgap::device::DeviceChoice;
-use diffgap::diffusion::prediction::Prediction;
-use diffgap::diffusion::schedule::ScheduleKind;
 use diffgap::service::proto::diffgap_client::DiffgapClient;
-use diffgap::service::proto::{BridgeItem, BridgeRequest, Embedding, InfoRequest};
-use diffgap::service::{self, LogFormat, ServeArgs, ServeConfig};
-use diffgap::train::TrainConfig;
+use diffgap::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
+use diffgap::service::{LogFormat, ServeArgs, ServeConfig};
+use support::{channel, serve_until_stopped};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -24,7 +21,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const DIM: usize = 16;
+const DIM: usize = support::TINY_DIM;
 
 /// Every metric the server registers before its first request.
 const METRICS: &[&str] = &[
@@ -46,63 +43,8 @@ const METRICS: &[&str] = &[
 /// counters) take turns.
 static REQUESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn train_tiny(dir: &Path) -> PathBuf {
-    let pairs = dir.join("pairs.safetensors");
-    let spec = SyntheticSpec {
-        items: 300,
-        captions: 2,
-        dim: DIM,
-        latent: 8,
-        seed: 3,
-        offset: 0,
-    };
-    write_named(&pairs, &generate(&spec)).expect("writing the synthetic pairs");
-    let out = dir.join("model");
-    let cfg = TrainConfig {
-        pairs,
-        out: out.clone(),
-        modalities: Some(vec!["text".into(), "audio".into()]),
-        space: "synthetic".into(),
-        val_fraction: 0.15,
-        epochs: 3,
-        patience: 10,
-        seed: 1,
-        batch_size: 128,
-        lr: 2e-3,
-        weight_decay: 0.01,
-        cond_dropout: 0.1,
-        ema_decay: 0.99,
-        width: 64,
-        depth: 2,
-        prediction: Prediction::V,
-        schedule: ScheduleKind::Cosine,
-        timesteps: 1000,
-        steps: 5,
-        samples: 2,
-        device: DeviceChoice::Cpu,
-        quiet: true,
-        resume: None,
-    };
-    diffgap::train::train(&cfg).expect("training the tiny model");
-    out
-}
-
-/// The tiny model, trained once per test binary.
-fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        train_tiny(&dir)
-    })
-}
-
 fn config(metrics: bool) -> ServeConfig {
-    let mut cfg = ServeConfig::new(
-        model_dir().into(),
-        "127.0.0.1:0".parse().expect("address"),
-        DeviceChoice::Cpu,
-    );
-    cfg.max_items_per_request = 32;
+    let mut cfg = support::serve_config(&support::tiny_model());
     if metrics {
         cfg.metrics_listen = "127.0.0.1:0".into();
     }
@@ -114,54 +56,13 @@ fn config(metrics: bool) -> ServeConfig {
 fn server() -> (SocketAddr, SocketAddr) {
     static ADDRS: OnceLock<(SocketAddr, SocketAddr)> = OnceLock::new();
     *ADDRS.get_or_init(|| {
-        let cfg = config(true);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async move {
-                let listening = service::bind(cfg).await.expect("bind");
-                let metrics = listening.metrics_addr().expect("metrics are on");
-                tx.send((listening.local_addr(), metrics))
-                    .expect("report the addresses");
-                listening
-                    .serve(std::future::pending())
-                    .await
-                    .expect("serve");
-            });
-        });
-        rx.recv().expect("the server's addresses")
+        let (addr, metrics) = support::serve_forever(config(true));
+        (addr, metrics.expect("metrics are on"))
     })
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn wait_serving(addr: SocketAddr) {
-    let mut health = HealthClient::new(channel(addr).await);
-    for _ in 0..600 {
-        let r = health
-            .check(HealthCheckRequest {
-                service: "diffgap.v1.Diffgap".into(),
-            })
-            .await
-            .expect("health check");
-        if r.into_inner().status == ServingStatus::Serving as i32 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not become SERVING within 60 s");
-}
-
 async fn client() -> DiffgapClient<Channel> {
-    let (addr, _) = server();
-    wait_serving(addr).await;
-    DiffgapClient::new(channel(addr).await)
+    support::client(server().0).await
 }
 
 /// GET `path` over a plain TCP connection: (status line, body).
@@ -212,39 +113,8 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-fn vector(seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..DIM)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
-}
-
 fn item(seed: u64) -> BridgeItem {
-    BridgeItem {
-        source_modality: "text".into(),
-        target_modality: "audio".into(),
-        embedding: Some(Embedding {
-            values: vector(seed),
-        }),
-        steps: None,
-        guidance: None,
-        samples: None,
-        seed: Some(seed),
-    }
-}
-
-fn bridge(items: Vec<BridgeItem>) -> BridgeRequest {
-    BridgeRequest {
-        model: String::new(),
-        items,
-    }
+    BridgeItem::new("text", "audio", support::vector(seed, DIM), Some(seed))
 }
 
 #[tokio::test]
@@ -284,10 +154,15 @@ async fn metrics_are_preregistered_and_count_each_call_once() {
     );
     let (n, m) = (3, 2);
     for i in 0..n {
-        c.bridge(bridge(vec![item(i)])).await.expect("bridge");
+        c.bridge(BridgeRequest::new(vec![item(i)]))
+            .await
+            .expect("bridge");
     }
     for _ in 0..m {
-        let e = c.bridge(bridge(vec![])).await.expect_err("no items");
+        let e = c
+            .bridge(BridgeRequest::new(vec![]))
+            .await
+            .expect_err("no items");
         assert_eq!(e.code(), Code::InvalidArgument);
     }
     let after = scrape().await;
@@ -313,7 +188,7 @@ async fn metrics_are_preregistered_and_count_each_call_once() {
 async fn request_ids_are_echoed_or_generated_with_timings() {
     let _turn = REQUESTS.lock().await;
     let mut c = client().await;
-    let mut req = tonic::Request::new(bridge(vec![item(1)]));
+    let mut req = tonic::Request::new(BridgeRequest::new(vec![item(1)]));
     req.metadata_mut()
         .insert("x-request-id", "client-id-42".parse().expect("ascii"));
     let r = c.bridge(req).await.expect("bridge");
@@ -330,14 +205,17 @@ async fn request_ids_are_echoed_or_generated_with_timings() {
         assert!(v >= 0.0 && v.is_finite(), "{key} = {v}");
     }
 
-    let r = c.bridge(bridge(vec![item(2)])).await.expect("bridge");
+    let r = c
+        .bridge(BridgeRequest::new(vec![item(2)]))
+        .await
+        .expect("bridge");
     let id = r.metadata().get("x-request-id").expect("generated");
     let id = id.to_str().expect("ascii");
     assert_eq!(id.len(), 16, "{id}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
 
     // Errors carry the id too; Info has only the total time.
-    let mut req = tonic::Request::new(bridge(vec![]));
+    let mut req = tonic::Request::new(BridgeRequest::new(vec![]));
     req.metadata_mut()
         .insert("x-request-id", "bad-one".parse().expect("ascii"));
     let e = c.bridge(req).await.expect_err("no items");
@@ -532,7 +410,7 @@ fn slow_request() -> BridgeRequest {
             it
         })
         .collect();
-    bridge(items)
+    BridgeRequest::new(items)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,13 +418,7 @@ async fn shutdown_drains_the_requests_in_flight() {
     let _turn = REQUESTS.lock().await;
     let mut cfg = config(false);
     cfg.max_batch_rows = 4096;
-    let listening = service::bind(cfg).await.expect("bind");
-    let addr = listening.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(listening.serve(async {
-        let _ = stopped.await;
-    }));
-    wait_serving(addr).await;
+    let (addr, stop, server) = serve_until_stopped(cfg).await;
     let mut c = DiffgapClient::new(channel(addr).await);
     let t0 = Instant::now();
     let call = tokio::spawn(async move { c.bridge(slow_request()).await });
@@ -584,11 +456,7 @@ async fn shutdown_drains_the_requests_in_flight() {
     // connections do rather than at drain_timeout_secs.
     drop(watch);
     drop(health);
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("the server stops")
-        .expect("task")
-        .expect("serve returns Ok");
+    support::stops(server).await;
     eprintln!("slow call {took:?}, shutdown at {stop_at:?}");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
@@ -602,13 +470,7 @@ async fn the_drain_is_bounded_by_its_timeout() {
     let mut cfg = config(false);
     cfg.max_batch_rows = 4096;
     cfg.drain_timeout_secs = 0;
-    let listening = service::bind(cfg).await.expect("bind");
-    let addr = listening.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(listening.serve(async {
-        let _ = stopped.await;
-    }));
-    wait_serving(addr).await;
+    let (addr, stop, server) = serve_until_stopped(cfg).await;
     let mut c = DiffgapClient::new(channel(addr).await);
     let mut req = slow_request();
     for it in &mut req.items {
@@ -618,11 +480,7 @@ async fn the_drain_is_bounded_by_its_timeout() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     stop.send(()).expect("stop");
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("the server stops")
-        .expect("task")
-        .expect("serve returns Ok");
+    support::stops(server).await;
     // `serve` returns at the deadline (plus at most a second for the model thread); what was
     // in flight may still finish or fail, the process exits either way.
     let stopped_in = t.elapsed();
