@@ -11,9 +11,11 @@ mkdir -p .cache
 bin=target/release/diffgap
 [ -x "$bin" ] || cargo build --release
 "$bin" synth --out .cache/synthetic-train.safetensors --items 2000 --dim 64 --seed 0
-"$bin" train --pairs .cache/synthetic-train.safetensors --out models/default.tmp \
+# Trained in a staging folder named like its destination, so the card records the right name.
+rm -rf .cache/staging && mkdir -p .cache/staging
+"$bin" train --pairs .cache/synthetic-train.safetensors --out .cache/staging/default \
   --space synthetic --modalities text,audio --width 256 --depth 3 --epochs 60 --patience 15 \
   --steps 10 --samples 4 --seed 0 --quiet
 rm -rf models/default
-mv models/default.tmp models/default
+mv .cache/staging/default models/default
 echo "default model written to models/default"

@@ -142,3 +142,12 @@ fn a_module_with_the_wrong_contract_is_refused_at_load() {
     std::fs::write(d.join("card.json"), card.to_string()).unwrap();
     assert!(load_err(&d).contains("not a loadable TorchScript module"));
 }
+
+#[test]
+fn a_loaded_model_is_named_by_its_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("renamed-model");
+    copy_dir(&support::tiny_model(), &d);
+    let model = artifact::load(&d, Device::Cpu).unwrap();
+    assert_eq!(model.card.name, "renamed-model");
+}

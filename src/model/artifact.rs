@@ -154,7 +154,16 @@ fn verify_hash(dir: &Path, card: &ModelCard, file: &str) -> Result<PathBuf, Mode
 /// Loads an artifact for serving: the TorchScript module, after checking the card, the file
 /// hashes and the module's input/output contract.
 pub fn load(dir: &Path, device: Device) -> Result<DiffgapModel, ModelError> {
-    let card = read_card(dir)?;
+    let mut card = read_card(dir)?;
+    // A model is named by its directory, as in Triton's repository: renaming or moving the
+    // directory renames the model, whatever name it was trained under.
+    if let Some(name) = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+    {
+        card.name = name;
+    }
     let path = verify_hash(dir, &card, SCRIPT_FILE)?;
     let module = tch::CModule::load_on_device(&path, device).map_err(|e| {
         artifact_err(

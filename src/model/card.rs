@@ -73,6 +73,7 @@ pub struct TrainingRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelCard {
     pub format: u32,
+    /// The directory name at training time; a loaded model takes its directory's name.
     pub name: String,
     pub diffgap_version: String,
     pub torch_version: String,
