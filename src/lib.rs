@@ -10,6 +10,10 @@
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
 //! - [`loadgen`]: load against a running server (`diffgap loadgen`).
+// Client-controlled data must never reach a panic: no `unwrap` outside tests; the few true
+// invariants say so with `expect("... This is a bug.")`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod bench;
 pub mod data;
 pub mod device;
