@@ -46,6 +46,9 @@ enum Command {
     /// Inspect the serving configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask a server's grpc.health.v1 service; exits 0 when SERVING, 1 otherwise (for a
+    /// container HEALTHCHECK or a script).
+    Health(diffgap::service::security::HealthArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +159,22 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args)?,
         Command::Loadgen(args) => diffgap::loadgen::run(&args)?,
         Command::Serve(_) => serve(serve_cfg.context("the serve configuration")?)?,
+        Command::Health(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(diffgap::service::security::check_health(&args)) {
+                Ok(status) if status == "SERVING" => println!("{status}"),
+                Ok(status) => {
+                    println!("{status}");
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    eprintln!("diffgap health: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Config(ConfigCommand::Print(_)) => {
             let cfg = serve_cfg.context("the serve configuration")?;
             print!("{}", cfg.to_toml().map_err(anyhow::Error::msg)?);

@@ -39,6 +39,10 @@ pub const KEYS: &[&str] = &[
     "max_message_bytes",
     "batching",
     "max_batch_wait_ms",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth_tokens_file",
 ];
 
 /// Largest `max_batch_rows` and `max_items_per_request`.
@@ -90,6 +94,16 @@ pub struct ServeConfig {
     /// When the worker is idle, how long (ms) the first request may wait for others before
     /// the first step; 0 starts at once.
     pub max_batch_wait_ms: u64,
+    /// TLS certificate chain (PEM) of the gRPC listener; "" serves plaintext. Needs `tls_key`.
+    pub tls_cert: PathBuf,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: PathBuf,
+    /// CA certificates (PEM) that sign client certificates: set, clients must present one
+    /// (mutual TLS). Needs `tls_cert`.
+    pub tls_client_ca: PathBuf,
+    /// Bearer tokens, one a line: set, every call but health's needs `authorization: Bearer
+    /// <token>`. `DIFFGAP_AUTH_TOKENS` may add tokens (see `security`).
+    pub auth_tokens_file: PathBuf,
 }
 
 impl Default for ServeConfig {
@@ -107,6 +121,10 @@ impl Default for ServeConfig {
             max_message_bytes: None,
             batching: Batching::default(),
             max_batch_wait_ms: 0,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            auth_tokens_file: PathBuf::new(),
         }
     }
 }
@@ -163,6 +181,20 @@ pub struct ServeArgs {
     /// DIFFGAP_MAX_BATCH_WAIT_MS].
     #[arg(long)]
     pub max_batch_wait_ms: Option<u64>,
+    /// TLS certificate chain (PEM) of the gRPC listener [default: none, plaintext; env:
+    /// DIFFGAP_TLS_CERT].
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert [env: DIFFGAP_TLS_KEY].
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) of client certificates: requires mutual TLS [env: DIFFGAP_TLS_CLIENT_CA].
+    #[arg(long, value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// File of bearer tokens, one a line [env: DIFFGAP_AUTH_TOKENS_FILE; tokens may also
+    /// come from DIFFGAP_AUTH_TOKENS].
+    #[arg(long, value_name = "FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -202,6 +234,10 @@ impl ServeArgs {
                 "max_batch_wait_ms",
                 self.max_batch_wait_ms.as_ref().map(ToString::to_string),
             ),
+            ("tls_cert", path_value(&self.tls_cert)),
+            ("tls_key", path_value(&self.tls_key)),
+            ("tls_client_ca", path_value(&self.tls_client_ca)),
+            ("auth_tokens_file", path_value(&self.auth_tokens_file)),
         ];
         debug_assert!(o.iter().all(|(k, _)| KEYS.contains(k)));
         o.into_iter()
@@ -326,6 +362,17 @@ impl ServeConfig {
         if self.model.as_os_str().is_empty() {
             return Err("model: must name a model directory".into());
         }
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        if set(&self.tls_cert) != set(&self.tls_key) {
+            return Err(if set(&self.tls_cert) {
+                "tls_key: must be set when tls_cert is".into()
+            } else {
+                "tls_cert: must be set when tls_key is".into()
+            });
+        }
+        if set(&self.tls_client_ca) && !set(&self.tls_cert) {
+            return Err("tls_client_ca: mutual TLS needs tls_cert and tls_key".into());
+        }
         if let Some(m) = self.metrics_addr()? {
             if m.port() != 0 && m == self.listen {
                 return Err(format!(
@@ -371,6 +418,11 @@ fn file_source(
     required: bool,
 ) -> config::File<config::FileSourceFile, config::FileFormat> {
     config::File::new(&path.to_string_lossy(), config::FileFormat::Toml).required(required)
+}
+
+/// A path flag as an override value.
+fn path_value(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
 }
 
 /// The name clap knows a value by (`text`, `step`...).

@@ -8,6 +8,7 @@
 //! - [`error`]: the error type and its gRPC status codes;
 //! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
 //! - [`request_id`]: request ids and the timing headers of responses;
+//! - [`security`]: TLS, mutual TLS and bearer-token authentication;
 //! - [`telemetry`]: the log subscriber (text or JSON).
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod request_id;
 pub mod scheduler;
+pub mod security;
 pub mod telemetry;
 pub mod worker;
 
@@ -75,11 +77,13 @@ pub struct Listening {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     metrics: Option<metrics::MetricsListener>,
+    security: security::Security,
 }
 
-/// Checks the configuration and binds `cfg.listen`.
+/// Checks the configuration (reading its TLS files and tokens) and binds `cfg.listen`.
 pub async fn bind(cfg: ServeConfig) -> Result<Listening, ServiceError> {
     cfg.validate().map_err(ServiceError::Config)?;
+    let security = security::Security::load(&cfg).map_err(ServiceError::Config)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServiceError::Bind {
@@ -104,6 +108,7 @@ pub async fn bind(cfg: ServeConfig) -> Result<Listening, ServiceError> {
         listener,
         addr,
         metrics,
+        security,
     })
 }
 
@@ -140,11 +145,15 @@ impl Listening {
             listener,
             addr,
             metrics: metrics_listener,
+            security,
         } = self;
         // Stops the metrics listener when this function returns (the sender is dropped).
         let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(m) = metrics_listener {
             if let Some(handle) = metrics::install() {
+                if security.auth.enabled() {
+                    security::register_metrics();
+                }
                 tracing::info!(addr = %m.addr, "serving Prometheus metrics at /metrics");
                 tokio::spawn(metrics::serve(m.listener, handle, async move {
                     let _ = metrics_stopped.await;
@@ -191,8 +200,15 @@ impl Listening {
             );
             draining_set.notify_one();
         };
-        tracing::info!(%addr, model = %cfg.model.display(), "listening; loading the model");
-        let serving = tonic::transport::Server::builder()
+        tracing::info!(%addr, model = %cfg.model.display(), security = %security.describe(), "listening; loading the model");
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = security.tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| ServiceError::Config(format!("tls_cert, tls_key: {e}")))?;
+        }
+        let serving = builder
+            .layer(security.auth)
             .add_service(health)
             .add_service(reflection)
             .add_service(server)
