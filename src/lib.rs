@@ -7,6 +7,8 @@
 //! - [`train`]: bidirectional split training;
 //! - [`eval`]: the retrieval and gap evaluation protocol;
 //! - [`data`]: paired embedding files and the synthetic set;
+//! - [`audio`]: audio bytes (WAV, FLAC, OGG/Vorbis, MP3) to mono samples at the encoder's rate;
+//! - [`corpus`]: the real corpus of described sounds from Debian packages (`diffgap corpus build`);
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
 //! - [`loadgen`]: load against a running server (`diffgap loadgen`).
@@ -14,7 +16,9 @@
 // invariants say so with `expect("... This is a bug.")`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod audio;
 pub mod bench;
+pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod diffusion;

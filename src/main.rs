@@ -49,6 +49,18 @@ enum Command {
     /// Ask a server's grpc.health.v1 service; exits 0 when SERVING, 1 otherwise (for a
     /// container HEALTHCHECK or a script).
     Health(diffgap::service::security::HealthArgs),
+    /// The real corpus of described sounds from Debian packages (run through
+    /// scripts/build-corpus.sh, which fetches the pinned packages first).
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+#[derive(Subcommand)]
+enum CorpusCommand {
+    /// Build the clips (mono 44.1 kHz float WAV), manifest.jsonl (caption, sound identity,
+    /// split, package, version, path, licence, rendering parameters) and the summary from the
+    /// extracted packages; split by sound identity; a no-op when the output is up to date.
+    Build(diffgap::corpus::CorpusBuildArgs),
 }
 
 #[derive(Subcommand)]
@@ -174,6 +186,17 @@ fn main() -> Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Corpus(CorpusCommand::Build(args)) => {
+            let started = std::time::Instant::now();
+            let report = diffgap::corpus::build(&args.options())?;
+            print!("{}", report.summary.table());
+            let what = if report.cached { "up to date" } else { "built" };
+            println!(
+                "corpus {what}: {} ({:.1} s)",
+                args.out.display(),
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::Config(ConfigCommand::Print(_)) => {
             let cfg = serve_cfg.context("the serve configuration")?;

@@ -1,0 +1,13 @@
+//! Audio input: compressed or PCM bytes to mono `f32` samples at the rate an audio encoder wants.
+//!
+//! - [`decode`]: WAV, FLAC, OGG/Vorbis and MP3 bytes (symphonia) -> mono at a target rate, with
+//!   typed errors for undecodable, empty and over-long input (never a panic on client bytes);
+//! - [`resample`]: band-limited resampling of a mono signal (rubato, FFT based).
+//!
+//! Used by the real corpus (`diffgap corpus build`) and meant for the service's audio input.
+
+pub mod decode;
+pub mod resample;
+
+/// The rate of the audio encoder (aisfx): 44.1 kHz.
+pub const ENCODER_SAMPLE_RATE: u32 = 44_100;
