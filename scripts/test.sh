@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs (scripts/setup.sh), checks
-# formatting and lints, then runs every unit and integration test. Idempotent; cached.
+# formatting and lints, then runs every unit and integration test, then the operations checks
+# (scripts/ops-check.sh). Idempotent; cached.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$DIFFGAP_ROOT"
@@ -8,3 +9,6 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release
+# Operations: Prometheus, Kubernetes, compose, Grafana, buf, the Dockerfile's steps and the real
+# Python, health and reflection clients against the staged server (no Docker engine needed).
+bash scripts/ops-check.sh

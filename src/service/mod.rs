@@ -168,6 +168,12 @@ impl Listening {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServiceError::Internal(format!("reflection: {e}")))?;
+        // v1alpha too: grpcio-reflection's client and older tools only speak it.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServiceError::Internal(format!("reflection: {e}")))?;
 
         let worker = worker::ModelWorker::spawn_with(cfg.model.clone(), device, (&cfg).into())?;
         let model = Arc::new(OnceLock::new());
@@ -211,6 +217,7 @@ impl Listening {
             .layer(security.auth)
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(server)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown);
         // The server ends once its connections are done after the signal, or at the drain

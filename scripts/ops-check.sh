@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The operations checks, without a Docker engine or a cluster (called by scripts/test.sh after
+# the cargo tests; idempotent, tools cached under .cache/ops by scripts/ops-tools.sh):
+#   - promtool check config / check rules / test rules on deploy/prometheus/
+#   - the Kubernetes manifests of deploy/k8s/ against the Kubernetes API schema (strict)
+#   - docker-compose.yml against the compose specification's JSON schema
+#   - the Grafana provisioning and dashboard (JSON, datasource uid, metric names)
+#   - buf lint, and buf breaking against proto/released/diffgap-v1.binpb
+#   - the Dockerfile's build steps (scripts/ops-docker-steps.sh ci), then on the staged
+#     binary and model, with bearer tokens on: the Kubernetes ConfigMap's configuration
+#     loads; the Python client (grpcio-tools stubs), the grpcio-health-checking and
+#     grpcio-reflection clients; promtool check metrics on a live scrape, which must also
+#     hold every metric the alerts and the dashboard use; SIGTERM drains and exits 0.
+# Each validator is also shown a broken input that it must refuse, so that no check passes
+# by checking nothing. Ends with "N passed, 0 failed".
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$DIFFGAP_ROOT"
+# shellcheck source=/dev/null
+source scripts/ops-tools.sh
+
+PASSED=0
+TMP="$(mktemp -d)"
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+ok() { PASSED=$((PASSED + 1)); echo "ops-check: ok: $*"; }
+fail() { echo "ops-check: FAILED: $*" >&2; echo "$PASSED passed, 1 failed"; exit 1; }
+must_fail() { # must_fail WHAT CMD...: the validator must refuse a broken input
+  local what="$1"; shift
+  if "$@" >"$TMP/neg.log" 2>&1; then fail "$what: a broken input was accepted"; fi
+}
+PY="$OPS_PY"
+
+# --- Prometheus -------------------------------------------------------------------------
+"$OPS_PROMTOOL" check config deploy/prometheus/prometheus.yml >/dev/null || fail "promtool check config"
+ok "promtool check config deploy/prometheus/prometheus.yml"
+"$OPS_PROMTOOL" check rules deploy/prometheus/alerts.yml >/dev/null || fail "promtool check rules"
+ok "promtool check rules deploy/prometheus/alerts.yml"
+"$OPS_PROMTOOL" test rules deploy/prometheus/alerts.test.yml >/dev/null || fail "promtool test rules"
+ok "promtool test rules deploy/prometheus/alerts.test.yml"
+sed 's/expr: up{job="diffgap"} == 0/expr: up{job="diffgap"} === 0/' deploy/prometheus/alerts.yml >"$TMP/bad-alerts.yml"
+must_fail "promtool check rules" "$OPS_PROMTOOL" check rules "$TMP/bad-alerts.yml"
+
+# --- Kubernetes -------------------------------------------------------------------------
+K8S_VERSION=1.33.0
+"$OPS_PY" -m kubernetes_validate --strict --quiet -k "$K8S_VERSION" deploy/k8s/*.yaml deploy/k8s/gpu/*.yaml \
+  || fail "kubernetes-validate deploy/k8s"
+ok "kubernetes-validate --strict -k $K8S_VERSION deploy/k8s/*.yaml deploy/k8s/gpu/*.yaml"
+sed 's/failureThreshold: 60/failureTreshold: 60/' deploy/k8s/deployment.yaml >"$TMP/bad-deployment.yaml"
+must_fail "kubernetes-validate" "$OPS_PY" -m kubernetes_validate --strict --quiet -k "$K8S_VERSION" "$TMP/bad-deployment.yaml"
+
+# --- Compose ----------------------------------------------------------------------------
+cat >"$TMP/compose_check.py" <<'EOF'
+import json, sys, yaml, jsonschema
+schema = json.load(open(sys.argv[1]))
+doc = yaml.safe_load(open(sys.argv[2]))
+errors = list(jsonschema.Draft201909Validator(schema).iter_errors(doc))
+for e in errors:
+    print(f"{sys.argv[2]}: {'/'.join(map(str, e.path))}: {e.message}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+EOF
+"$PY" "$TMP/compose_check.py" "$OPS_COMPOSE_SPEC" docker-compose.yml || fail "docker-compose.yml against the compose specification"
+ok "docker-compose.yml valid against the compose specification schema"
+sed 's/^    stop_grace_period: 40s/    stop_grace_periods: 40s/' docker-compose.yml >"$TMP/bad-compose.yml"
+must_fail "compose schema" "$PY" "$TMP/compose_check.py" "$OPS_COMPOSE_SPEC" "$TMP/bad-compose.yml"
+# Every file the compose stack mounts exists.
+for p in deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml \
+  deploy/grafana/provisioning/datasources/prometheus.yml deploy/grafana/provisioning/dashboards/diffgap.yml \
+  deploy/grafana/dashboards/diffgap.json; do
+  [ -f "$p" ] || fail "compose mounts $p, which is missing"
+done
+ok "the files the compose stack mounts exist"
+
+# --- Grafana ----------------------------------------------------------------------------
+cat >"$TMP/metric_names.py" <<'EOF'
+# Prints the diffgap_* metric names the alert rules and the dashboard query.
+import json, re, sys, yaml
+names = set()
+rules = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
+for g in rules["groups"]:
+    for r in g["rules"]:
+        names |= set(re.findall(r"\bdiffgap_[a-z_]+", r["expr"]))
+dash = json.load(open("deploy/grafana/dashboards/diffgap.json"))
+ds = yaml.safe_load(open("deploy/grafana/provisioning/datasources/prometheus.yml"))
+uids = {d["uid"] for d in ds["datasources"]}
+exprs = [dash["templating"]["list"][0]["definition"]]
+for p in dash["panels"]:
+    assert p["datasource"]["uid"] in uids, f"panel {p['title']!r} uses an unprovisioned datasource"
+    for t in p["targets"]:
+        assert t["datasource"]["uid"] in uids
+        exprs.append(t["expr"])
+for e in exprs:
+    names |= set(re.findall(r"\bdiffgap_[a-z_]+", e))
+titles = " | ".join(p["title"] for p in dash["panels"])
+for want in ("Request rate", "latency percentiles", "Queue depth", "Rows per batch", "steps", "Errors by status"):
+    assert want.lower() in titles.lower(), f"no panel for {want!r}: {titles}"
+print("\n".join(sorted(names)))
+EOF
+"$PY" "$TMP/metric_names.py" >"$TMP/used-metrics.txt" || fail "the Grafana dashboard and its provisioning"
+ok "Grafana dashboard: valid JSON on the provisioned datasource, panels for rate, latency, queue, rows per batch, steps/s, errors ($(wc -l <"$TMP/used-metrics.txt") metric names used by dashboard and alerts)"
+
+# --- Protocol ---------------------------------------------------------------------------
+"$OPS_BUF" lint || fail "buf lint"
+ok "buf lint (buf.yaml)"
+"$OPS_BUF" breaking --against proto/released/diffgap-v1.binpb || fail "buf breaking against proto/released/diffgap-v1.binpb"
+ok "buf breaking --against proto/released/diffgap-v1.binpb"
+mkdir -p "$TMP/proto-broken" && cp -r buf.yaml proto "$TMP/proto-broken/"
+sed -i 's/^\(  *\)uint32 top_k = 7;/\1uint64 top_k = 7;/' "$TMP/proto-broken/proto/diffgap/v1/diffgap.proto"
+must_fail "buf breaking" bash -c "cd '$TMP/proto-broken' && '$OPS_BUF' breaking --against '$DIFFGAP_ROOT/proto/released/diffgap-v1.binpb'"
+
+# --- The image's build steps, and the staged binary live ---------------------------------
+STAGE="$(bash scripts/ops-docker-steps.sh ci)" || fail "scripts/ops-docker-steps.sh ci"
+ok "Dockerfile build steps (scripts/ops-docker-steps.sh ci): staged tree, libtorch inside it, HEALTHCHECK SERVING as uid 10001, SIGTERM exit 0"
+BIN="$STAGE/opt/diffgap/bin/diffgap"
+
+# The Kubernetes ConfigMap's diffgap.toml is a valid configuration for this binary.
+"$PY" -c 'import sys, yaml; print(yaml.safe_load(open("deploy/k8s/configmap.yaml"))["data"]["diffgap.toml"])' >"$TMP/configmap.toml"
+env -i "$BIN" config print --config "$TMP/configmap.toml" >/dev/null || fail "the ConfigMap's diffgap.toml"
+ok "deploy/k8s/configmap.yaml's diffgap.toml loads (diffgap config print)"
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="$(free_port)"; MPORT="$(free_port)"
+TOKEN="ops-check-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+env -i PATH="/usr/bin:/bin" DIFFGAP_CONFIG="$STAGE/etc/diffgap/diffgap.toml" DIFFGAP_AUTH_TOKENS="$TOKEN" RUST_LOG=info \
+  "$BIN" serve --model "$STAGE/opt/diffgap/models/default" --listen "127.0.0.1:$PORT" \
+  --metrics-listen "127.0.0.1:$MPORT" --device cpu --log-format text >"$TMP/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 120); do
+  "$BIN" health --addr "127.0.0.1:$PORT" --timeout-secs 2 >/dev/null 2>&1 && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/server.log" >&2; fail "the staged server exited"; }
+  sleep 1
+done
+"$BIN" health --addr "127.0.0.1:$PORT" >/dev/null || { cat "$TMP/server.log" >&2; fail "the staged server is not SERVING"; }
+ok "staged server with bearer tokens SERVING on 127.0.0.1:$PORT (diffgap health, no token)"
+if grep -q "$TOKEN" "$TMP/server.log"; then fail "the server logged its bearer token"; fi
+
+"$PY" examples/python/diffgap_client.py --addr "127.0.0.1:$PORT" --token "$TOKEN" --stubs "$DIFFGAP_ROOT/.cache/pystubs" >"$TMP/client.log" 2>&1 \
+  || { cat "$TMP/client.log" >&2; fail "examples/python/diffgap_client.py"; }
+ok "Python client (grpcio-tools stubs from proto/): Info, Bridge, Rank checked ($(grep -c '^ok:' "$TMP/client.log") checks)"
+if "$PY" examples/python/diffgap_client.py --addr "127.0.0.1:$PORT" --stubs "$DIFFGAP_ROOT/.cache/pystubs" >"$TMP/client-notoken.log" 2>&1; then
+  fail "the Python client got answers without a token"
+fi
+grep -q "UNAUTHENTICATED" "$TMP/client-notoken.log" || { cat "$TMP/client-notoken.log" >&2; fail "no UNAUTHENTICATED without a token"; }
+ok "Python client without a token: UNAUTHENTICATED"
+"$PY" examples/python/health_and_reflection.py --addr "127.0.0.1:$PORT" --token "$TOKEN" >"$TMP/hr.log" 2>&1 \
+  || { cat "$TMP/hr.log" >&2; fail "examples/python/health_and_reflection.py"; }
+ok "grpcio-health-checking (Check, Watch, no token) and grpcio-reflection (token) clients ($(grep -c '^ok:' "$TMP/hr.log") checks)"
+
+"$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=10).read().decode())" >"$TMP/metrics.txt" \
+  || fail "scraping /metrics"
+"$OPS_PROMTOOL" check metrics <"$TMP/metrics.txt" || fail "promtool check metrics on the live scrape"
+ok "promtool check metrics on a live scrape ($(grep -c '^diffgap_' "$TMP/metrics.txt") diffgap samples)"
+missing=""
+while read -r name; do
+  grep -qE "^${name}(\{| )" "$TMP/metrics.txt" || missing="$missing $name"
+done <"$TMP/used-metrics.txt"
+[ -z "$missing" ] || fail "the alerts or the dashboard use metrics the service does not export:$missing"
+ok "every metric the alerts and the dashboard use is in the live scrape"
+grep -qE '^diffgap_unauthenticated_requests_total\{reason="missing"\} [1-9]' "$TMP/metrics.txt" \
+  || fail "the refused calls were not counted"
+ok "refused calls counted in diffgap_unauthenticated_requests_total"
+
+kill -TERM "$SERVER_PID"
+rc=0; wait "$SERVER_PID" || rc=$?
+SERVER_PID=
+[ "$rc" = 0 ] || { cat "$TMP/server.log" >&2; fail "the server exited $rc on SIGTERM"; }
+ok "SIGTERM: drained and exited 0"
+
+echo "ops-check: $PASSED passed, 0 failed"
