@@ -9,6 +9,8 @@
 //! - [`data`]: paired embedding files and the synthetic set;
 //! - [`audio`]: audio bytes (WAV, FLAC, OGG/Vorbis, MP3) to mono samples at the encoder's rate;
 //! - [`corpus`]: the real corpus of described sounds from Debian packages (`diffgap corpus build`);
+//! - [`encoders`]: real encoders (TorchScript text/audio/video) from raw input to the space;
+//! - [`projection`]: the small CLAP's projection heads and their contrastive training;
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
 //! - [`loadgen`]: load against a running server (`diffgap loadgen`).
@@ -22,8 +24,10 @@ pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod diffusion;
+pub mod encoders;
 pub mod eval;
 pub mod loadgen;
 pub mod model;
+pub mod projection;
 pub mod service;
 pub mod train;

@@ -53,6 +53,19 @@ enum Command {
     /// scripts/build-corpus.sh, which fetches the pinned packages first).
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// The small CLAP: embed a corpus with the frozen encoders, train the projection heads.
+    #[command(subcommand)]
+    Projection(diffgap::projection::ProjectionCommand),
+    /// Give a model directory its encoders (raw text and audio in, instead of embeddings).
+    #[command(subcommand)]
+    Encoders(EncodersCommand),
+}
+
+#[derive(Subcommand)]
+enum EncodersCommand {
+    /// Copy the exported encoders (models/export_encoders.py) and the projection heads into
+    /// <model>/encoders/ and write encoders.json with their sha256.
+    Attach(diffgap::encoders::attach::AttachArgs),
 }
 
 #[derive(Subcommand)]
@@ -197,6 +210,11 @@ fn main() -> Result<()> {
                 args.out.display(),
                 started.elapsed().as_secs_f64()
             );
+        }
+        Command::Projection(cmd) => cmd.run()?,
+        Command::Encoders(EncodersCommand::Attach(args)) => {
+            let dir = diffgap::encoders::attach::attach(&args)?;
+            println!("encoders attached: {}", dir.display());
         }
         Command::Config(ConfigCommand::Print(_)) => {
             let cfg = serve_cfg.context("the serve configuration")?;

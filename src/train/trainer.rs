@@ -45,8 +45,13 @@ pub struct TrainConfig {
     #[arg(long, default_value = "custom")]
     pub space: String,
     /// Share of items (not rows) held out for validation, early stopping and fusion weights.
+    /// Ignored with `--val`.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
+    /// A separate validation file (same modalities and dimension); every row of `--pairs` is
+    /// then trained on. For corpora that come with their own split.
+    #[arg(long)]
+    pub val: Option<PathBuf>,
     /// Maximum passes over the training rows.
     #[arg(long, default_value_t = 200)]
     pub epochs: usize,
@@ -140,19 +145,39 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     validate(cfg)?;
     let set = PairedSet::load(&cfg.pairs)?;
     let (ma, mb) = pick_modalities(&set, cfg.modalities.as_deref())?;
-    let (train_rows, val_rows) = split_by_group(&set.groups, cfg.val_fraction, cfg.seed);
-    if train_rows.is_empty() || val_rows.is_empty() {
-        bail!(
-            "{} has too few items to split into training and validation",
-            cfg.pairs.display()
-        );
-    }
-    let train_set = set.subset(&train_rows);
-    let val_set = set.subset(&val_rows);
+    let (train_set, val_set) = match &cfg.val {
+        Some(path) => {
+            let val = PairedSet::load(path)?;
+            for m in [&ma, &mb] {
+                val.modality(m)?;
+            }
+            if val.dim() != set.dim() {
+                bail!(
+                    "{} has dimension {} but {} has {}",
+                    path.display(),
+                    val.dim(),
+                    cfg.pairs.display(),
+                    set.dim()
+                );
+            }
+            let all: Vec<i64> = (0..set.rows() as i64).collect();
+            (set.subset(&all), val)
+        }
+        None => {
+            let (train_rows, val_rows) = split_by_group(&set.groups, cfg.val_fraction, cfg.seed);
+            if train_rows.is_empty() || val_rows.is_empty() {
+                bail!(
+                    "{} has too few items to split into training and validation",
+                    cfg.pairs.display()
+                );
+            }
+            (set.subset(&train_rows), set.subset(&val_rows))
+        }
+    };
     tracing::info!(
         rows = set.rows(),
-        train_rows = train_rows.len(),
-        val_rows = val_rows.len(),
+        train_rows = train_set.rows(),
+        val_rows = val_set.rows(),
         dim = set.dim(),
         "training {ma} <-> {mb}"
     );

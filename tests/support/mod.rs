@@ -43,6 +43,7 @@ pub fn train_config(pairs: &Path, out: &Path) -> TrainConfig {
         modalities: Some(vec!["text".into(), "audio".into()]),
         space: "synthetic".into(),
         val_fraction: 0.15,
+        val: None,
         epochs: 3,
         patience: 10,
         seed: 1,
