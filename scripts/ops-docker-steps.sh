@@ -40,7 +40,9 @@ stage() {
   rm -rf "$prefix" && mkdir -p "$app/bin" "$app/$rel/torch" "$app/models" "$prefix/etc/diffgap"
   # Only the wheel's shared libraries: torch/lib, and the CUDA libraries its RPATH names
   # ($ORIGIN/../../nvidia/...) when the wheel is the CUDA one.
-  cp "${cp_flags[@]}" "$site/torch/lib" "$app/$rel/torch/lib"
+  # Hard links need one filesystem; copy otherwise.
+  cp "${cp_flags[@]}" "$site/torch/lib" "$app/$rel/torch/lib" 2>/dev/null \
+    || { rm -rf "$app/$rel/torch/lib"; cp_flags=(-a); cp -a "$site/torch/lib" "$app/$rel/torch/lib"; }
   if [ -d "$site/nvidia" ]; then
     cp "${cp_flags[@]}" "$site/nvidia" "$app/$rel/nvidia"
   fi
