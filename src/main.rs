@@ -56,6 +56,8 @@ enum Command {
     /// The small CLAP: embed a corpus with the frozen encoders, train the projection heads.
     #[command(subcommand)]
     Projection(diffgap::projection::ProjectionCommand),
+    /// Draw the modality gap before and after bridging (2-D principal axes) to a PNG.
+    PlotGap(diffgap::eval::plot::PlotGapArgs),
     /// Give a model directory its encoders (raw text and audio in, instead of embeddings).
     #[command(subcommand)]
     Encoders(EncodersCommand),
@@ -212,6 +214,10 @@ fn main() -> Result<()> {
             );
         }
         Command::Projection(cmd) => cmd.run()?,
+        Command::PlotGap(args) => {
+            diffgap::eval::plot::plot_gap(&args)?;
+            println!("wrote {}", args.out.display());
+        }
         Command::Encoders(EncodersCommand::Attach(args)) => {
             let dir = diffgap::encoders::attach::attach(&args)?;
             println!("encoders attached: {}", dir.display());
