@@ -62,7 +62,8 @@ WORKDIR /opt/diffgap
 EXPOSE 50051 9090
 # grpc.health.v1 Check of diffgap.v1.Diffgap: SERVING once the model is loaded and warmed up.
 # With TLS on, set DIFFGAP_HEALTH_CA (and DIFFGAP_HEALTH_CERT, DIFFGAP_HEALTH_KEY for mutual
-# TLS) in the container's environment; health needs no bearer token.
+# TLS, DIFFGAP_HEALTH_DOMAIN when the certificate does not name 127.0.0.1) in the container's
+# environment; health needs no bearer token.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=120s --retries=3 \
     CMD ["diffgap", "health", "--addr", "127.0.0.1:50051", "--timeout-secs", "5"]
 STOPSIGNAL SIGTERM

@@ -441,7 +441,7 @@ pub struct HealthArgs {
     #[arg(long, value_name = "PEM", env = "DIFFGAP_HEALTH_CA")]
     pub ca: Option<std::path::PathBuf>,
     /// The name the server's certificate must carry (default: the address's host).
-    #[arg(long)]
+    #[arg(long, env = "DIFFGAP_HEALTH_DOMAIN")]
     pub domain: Option<String>,
     /// Client certificate (PEM) for a server that requires mutual TLS; needs --key.
     #[arg(long, value_name = "PEM", env = "DIFFGAP_HEALTH_CERT")]
