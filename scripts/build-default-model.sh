@@ -1,21 +1,56 @@
 #!/usr/bin/env bash
-# Builds the interim default model (models/default) by training DiffGAP on the synthetic paired
-# set. Deterministic by seed; skipped when the model is already there (delete it to rebuild).
+# Builds the default model (models/default) from real encoders and real sounds:
+#   1. the encoders exported to TorchScript (scripts/build-encoders.sh: MiniLM text, aisfx audio);
+#   2. the corpus of described sounds from pinned Debian packages (scripts/build-corpus.sh);
+#   3. every clip and caption through the frozen encoders (diffgap projection embed);
+#   4. the small CLAP: projection heads trained with InfoNCE (diffgap projection train);
+#   5. DiffGAP trained in that space on the train split, early-stopped on validation;
+#   6. the encoders and heads attached, so the model takes raw text and audio.
+# Deterministic by seed. Idempotent: skipped when models/default was built by this recipe from
+# the same corpus and encoders. Stage times and sizes go to .cache/real/stages.tsv.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$DIFFGAP_ROOT"
-if [ -f models/default/card.json ]; then
+bin=${DIFFGAP_BIN:-target/release/diffgap}
+[ -x "$bin" ] || cargo build --release
+R=.cache/real
+mkdir -p "$R"
+stages="$R/stages.tsv"
+
+stage() { # name, output path, command...
+  local name=$1 out=$2 t0 t1
+  shift 2
+  t0=$(date +%s.%N)
+  "$@"
+  t1=$(date +%s.%N)
+  printf '%s\t%.1f\t%s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$(du -sb "$out" | cut -f1)" >> "$stages.new"
+}
+
+bash scripts/build-encoders.sh
+DIFFGAP_BIN="$bin" bash scripts/build-corpus.sh
+recipe="$( (sha256sum scripts/build-default-model.sh; cat .cache/corpus/fingerprint .cache/encoders/.stamp) | sha256sum | cut -d' ' -f1)"
+if [ -f models/default/encoders/encoders.json ] && [ "$(cat models/default/.recipe 2>/dev/null)" = "$recipe" ]; then
   exit 0
 fi
-mkdir -p .cache
-bin=target/release/diffgap
-[ -x "$bin" ] || cargo build --release
-"$bin" synth --out .cache/synthetic-train.safetensors --items 2000 --dim 64 --seed 0
+: > "$stages.new"
+printf 'encoders\t-\t%s\n' "$(du -sb .cache/encoders | cut -f1)" >> "$stages.new"
+printf 'corpus\t-\t%s\n' "$(du -sb .cache/corpus | cut -f1)" >> "$stages.new"
+stage embed "$R/raw.safetensors" \
+  "$bin" projection embed --corpus .cache/corpus --encoders .cache/encoders --out "$R/raw.safetensors"
+stage projection "$R/projection" \
+  "$bin" projection train --raw "$R/raw.safetensors" --out "$R/projection" --seed 0
 # Trained in a staging folder named like its destination, so the card records the right name.
-rm -rf .cache/staging && mkdir -p .cache/staging
-"$bin" train --pairs .cache/synthetic-train.safetensors --out .cache/staging/default \
-  --space synthetic --modalities text,audio --width 256 --depth 3 --epochs 60 --patience 15 \
-  --steps 10 --samples 4 --seed 0 --quiet
+rm -rf .cache/staging/default && mkdir -p .cache/staging
+stage diffgap .cache/staging/default \
+  "$bin" train --pairs "$R/projection/pairs-train.safetensors" \
+  --val "$R/projection/pairs-val.safetensors" --out .cache/staging/default \
+  --space clap-small --modalities text,audio --width 512 --depth 3 --batch-size 128 \
+  --epochs 400 --patience 60 --steps 10 --samples 4 --seed 0 --quiet
+stage attach .cache/staging/default/encoders \
+  "$bin" encoders attach --model .cache/staging/default --encoders .cache/encoders \
+  --heads "$R/projection/heads.safetensors"
+echo "$recipe" > .cache/staging/default/.recipe
 rm -rf models/default
 mv .cache/staging/default models/default
+mv "$stages.new" "$stages"
 echo "default model written to models/default"

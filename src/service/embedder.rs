@@ -1,0 +1,343 @@
+//! The encoder worker: one OS thread per model that owns the model's encoders
+//! ([`crate::encoders::EncoderSet`]: TorchScript modules and projection heads; their tensors
+//! never leave it), fed by a bounded channel. It serves `Embed` and the raw inputs of `Bridge`,
+//! `Refine` and `Rank`.
+//!
+//! Batching: it takes every request waiting when it wakes (up to `max_batch_inputs` inputs),
+//! runs all their texts through the text encoder as padded batches, their video clips as one
+//! batch, and their audio clips one by one (the audio front-end blocks each clip by its own
+//! length), then answers each request with its rows. Requests past their deadline or whose
+//! client went away are dropped before they are computed. Audio bytes are decoded before they
+//! get here, on the blocking pool: decoding needs no tensors and would stall other requests.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tch::Device;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
+
+use super::error::ServiceError;
+use crate::encoders::{self, EncoderError, EncoderSet, ENCODERS_DIR};
+
+/// One raw input, ready for its encoder (audio already decoded and resampled).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawInput {
+    Text(String),
+    /// Mono samples at the audio encoder's rate.
+    Audio(Vec<f32>),
+    /// Flat `[T, 3, H, W]` values.
+    Video(Vec<f32>),
+}
+
+/// Embeddings of one request's inputs, in order, with their modalities.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub rows: Vec<Vec<f32>>,
+    pub modalities: Vec<String>,
+    pub queue: Duration,
+    pub compute: Duration,
+}
+
+/// What the handlers need to validate raw input before it is queued.
+#[derive(Debug, Clone)]
+pub struct EmbedderInfo {
+    /// Space modality per input kind, when that encoder is configured.
+    pub text: Option<String>,
+    pub audio: Option<String>,
+    pub video: Option<String>,
+    pub sample_rate: u32,
+    pub max_audio_seconds: f64,
+    /// (frames, height, width) of the video contract.
+    pub video_shape: Option<(i64, i64, i64)>,
+    pub dim: i64,
+}
+
+struct Job {
+    inputs: Vec<RawInput>,
+    reply: oneshot::Sender<Result<Embedded, ServiceError>>,
+    span: Span,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+}
+
+#[derive(Clone)]
+pub struct EmbedderHandle {
+    tx: mpsc::Sender<Job>,
+    pub info: Arc<EmbedderInfo>,
+    capacity: usize,
+}
+
+/// The worker thread; joined at shutdown.
+pub struct Embedder {
+    pub handle: EmbedderHandle,
+    pub thread: JoinHandle<()>,
+}
+
+impl Embedder {
+    /// Loads `<model_dir>/encoders` on a new thread; `Ok(None)` when the model has none.
+    pub fn spawn(
+        model_dir: &Path,
+        device: Device,
+        queue_capacity: usize,
+        max_batch_inputs: usize,
+    ) -> Result<Option<Self>, ServiceError> {
+        let dir = model_dir.join(ENCODERS_DIR);
+        if !dir.join(encoders::MANIFEST_FILE).is_file() {
+            return Ok(None);
+        }
+        let (tx, rx) = mpsc::channel::<Job>(queue_capacity.max(1));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let name = format!(
+            "encoders-{}",
+            model_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || match EncoderSet::load(&dir, device) {
+                Ok(set) => {
+                    let _ = ready_tx.send(Ok(info_of(&set)));
+                    run(set, rx, max_batch_inputs.max(1));
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| ServiceError::Internal(format!("starting the encoder thread: {e}")))?;
+        let info = ready_rx
+            .recv()
+            .map_err(|_| ServiceError::Internal("the encoder thread died while loading".into()))?
+            .map_err(|e| ServiceError::Config(format!("loading the encoders: {e}")))?;
+        Ok(Some(Self {
+            handle: EmbedderHandle {
+                tx,
+                info: Arc::new(info),
+                capacity: queue_capacity.max(1),
+            },
+            thread,
+        }))
+    }
+}
+
+fn info_of(set: &EncoderSet) -> EmbedderInfo {
+    let m = &set.manifest;
+    EmbedderInfo {
+        text: m.text.as_ref().map(|t| t.modality.clone()),
+        audio: m.audio.as_ref().map(|a| a.modality.clone()),
+        video: m.video.as_ref().map(|v| v.modality.clone()),
+        sample_rate: m.audio.as_ref().map_or(0, |a| a.sample_rate),
+        max_audio_seconds: m.audio.as_ref().map_or(0.0, |a| a.max_seconds),
+        video_shape: m.video.as_ref().map(|v| (v.frames, v.height, v.width)),
+        dim: m.dim,
+    }
+}
+
+impl EmbedderHandle {
+    /// Embeds `inputs`; `deadline` is the request's (from grpc-timeout).
+    pub async fn embed(
+        &self,
+        inputs: Vec<RawInput>,
+        deadline: Option<Instant>,
+    ) -> Result<Embedded, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            inputs,
+            reply,
+            span: Span::current(),
+            enqueued: Instant::now(),
+            deadline,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(ServiceError::Overloaded {
+                    capacity: self.capacity,
+                })
+            }
+            Err(TrySendError::Closed(_)) => {
+                return Err(ServiceError::Unavailable(
+                    "the encoder worker is gone".into(),
+                ))
+            }
+        }
+        rx.await
+            .map_err(|_| ServiceError::Unavailable("the encoder worker is gone".into()))?
+    }
+}
+
+fn run(set: EncoderSet, mut rx: mpsc::Receiver<Job>, max_inputs: usize) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].inputs.len();
+        while n < max_inputs {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.inputs.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        jobs.retain_mut(|j| {
+            if j.reply.is_closed() {
+                metrics::counter!("diffgap_embed_dropped_total", "reason" => "cancelled")
+                    .increment(1);
+                return false;
+            }
+            if j.deadline.is_some_and(|d| d <= now) {
+                metrics::counter!("diffgap_embed_dropped_total", "reason" => "deadline")
+                    .increment(1);
+                let (tx, _) = oneshot::channel();
+                let reply = std::mem::replace(&mut j.reply, tx);
+                let _ = reply.send(Err(ServiceError::DeadlineExceeded));
+                return false;
+            }
+            true
+        });
+        if jobs.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let result = embed_all(&set, &jobs);
+        let compute = started.elapsed();
+        metrics::histogram!("diffgap_embed_batch_inputs").record(n as f64);
+        match result {
+            Ok(per_job) => {
+                for (job, (rows, modalities)) in jobs.into_iter().zip(per_job) {
+                    let _enter = job.span.enter();
+                    let _ = job.reply.send(Ok(Embedded {
+                        rows,
+                        modalities,
+                        queue: started.saturating_duration_since(job.enqueued),
+                        compute,
+                    }));
+                }
+            }
+            // A shared batch failed: run each request alone so one bad input fails only its
+            // own request.
+            Err(_) if jobs.len() > 1 => {
+                for job in jobs {
+                    let t0 = Instant::now();
+                    let out = embed_all(&set, std::slice::from_ref(&job));
+                    let compute = t0.elapsed();
+                    let _ = job.reply.send(match out {
+                        Ok(mut v) => {
+                            let (rows, modalities) = v.pop().unwrap_or_default();
+                            Ok(Embedded {
+                                rows,
+                                modalities,
+                                queue: t0.saturating_duration_since(job.enqueued),
+                                compute,
+                            })
+                        }
+                        Err(e) => Err(map_error(e)),
+                    });
+                }
+            }
+            Err(e) => {
+                if let Some(job) = jobs.pop() {
+                    let _ = job.reply.send(Err(map_error(e)));
+                }
+            }
+        }
+    }
+}
+
+type JobRows = (Vec<Vec<f32>>, Vec<String>);
+
+/// Runs every input of `jobs` through its encoder, grouped by kind, and scatters the rows back.
+fn embed_all(set: &EncoderSet, jobs: &[Job]) -> Result<Vec<JobRows>, EncoderError> {
+    let mut texts: Vec<&str> = Vec::new();
+    let mut audio: Vec<&[f32]> = Vec::new();
+    let mut video: Vec<&[f32]> = Vec::new();
+    // (kind, index within its kind) per input, per job.
+    let mut slots: Vec<Vec<(u8, usize)>> = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let mut s = Vec::with_capacity(j.inputs.len());
+        for input in &j.inputs {
+            match input {
+                RawInput::Text(t) => {
+                    s.push((0, texts.len()));
+                    texts.push(t);
+                }
+                RawInput::Audio(a) => {
+                    s.push((1, audio.len()));
+                    audio.push(a);
+                }
+                RawInput::Video(v) => {
+                    s.push((2, video.len()));
+                    video.push(v);
+                }
+            }
+        }
+        slots.push(s);
+    }
+    let mut text_rows = Vec::new();
+    for chunk in texts.chunks(TEXT_BATCH) {
+        text_rows.extend(encoders::rows(&set.embed_text(chunk)?)?);
+    }
+    let audio_rows = if audio.is_empty() {
+        Vec::new()
+    } else {
+        encoders::rows(&set.embed_audio(&audio)?)?
+    };
+    let video_rows = if video.is_empty() {
+        Vec::new()
+    } else {
+        encoders::rows(&set.embed_video(&video)?)?
+    };
+    let m = &set.manifest;
+    let names = [
+        m.text
+            .as_ref()
+            .map(|t| t.modality.clone())
+            .unwrap_or_default(),
+        m.audio
+            .as_ref()
+            .map(|a| a.modality.clone())
+            .unwrap_or_default(),
+        m.video
+            .as_ref()
+            .map(|v| v.modality.clone())
+            .unwrap_or_default(),
+    ];
+    Ok(slots
+        .into_iter()
+        .map(|s| {
+            let rows = s
+                .iter()
+                .map(|&(kind, i)| match kind {
+                    0 => text_rows[i].clone(),
+                    1 => audio_rows[i].clone(),
+                    _ => video_rows[i].clone(),
+                })
+                .collect();
+            let modalities = s
+                .iter()
+                .map(|&(kind, _)| names[kind as usize].clone())
+                .collect();
+            (rows, modalities)
+        })
+        .collect())
+}
+
+/// Texts per forward pass of the text encoder.
+const TEXT_BATCH: usize = 64;
+
+/// Encoder errors as the service's: bad input is the client's, the rest is ours.
+pub fn map_error(e: EncoderError) -> ServiceError {
+    match e {
+        EncoderError::Input(msg) => ServiceError::invalid("inputs", msg),
+        EncoderError::NotConfigured(kind) => {
+            ServiceError::FailedPrecondition(format!("this model has no {kind} encoder"))
+        }
+        other => ServiceError::Internal(other.to_string()),
+    }
+}
