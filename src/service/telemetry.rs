@@ -7,7 +7,9 @@ use super::config::LogFormat;
 
 /// Installs the global subscriber; a second call (or one after another subscriber) is a no-op.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        // symphonia logs every Ogg stream it opens at info.
+        .unwrap_or_else(|_| EnvFilter::new("info,symphonia=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
