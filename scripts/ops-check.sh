@@ -125,11 +125,11 @@ ok "deploy/k8s/configmap.yaml's diffgap.toml loads (diffgap config print)"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="$(free_port)"; MPORT="$(free_port)"
 TOKEN="ops-check-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-env -i PATH="/usr/bin:/bin" DIFFGAP_CONFIG="$STAGE/etc/diffgap/diffgap.toml" DIFFGAP_AUTH_TOKENS="$TOKEN" RUST_LOG=info \
-  "$BIN" serve --model "$STAGE/opt/diffgap/models/default" --listen "127.0.0.1:$PORT" \
-  --metrics-listen "127.0.0.1:$MPORT" --device cpu --log-format text >"$TMP/server.log" 2>&1 &
+(cd "$STAGE/opt/diffgap" && exec env -i PATH="/usr/bin:/bin" DIFFGAP_CONFIG="$STAGE/etc/diffgap/diffgap.toml" \
+  DIFFGAP_AUTH_TOKENS="$TOKEN" RUST_LOG=info "$BIN" serve --model "$STAGE/opt/diffgap/models/default" \
+  --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" --device cpu --log-format text) >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 120); do
+for _ in $(seq 1 300); do
   "$BIN" health --addr "127.0.0.1:$PORT" --timeout-secs 2 >/dev/null 2>&1 && break
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/server.log" >&2; fail "the staged server exited"; }
   sleep 1

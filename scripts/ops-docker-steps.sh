@@ -104,12 +104,13 @@ ci() {
     run=(setpriv --reuid 10001 --regid 10001 --clear-groups)
     who="uid 10001 (the image's user)"
   fi
-  env -i PATH="$app/bin:/usr/bin:/bin" DIFFGAP_CONFIG="$prefix/etc/diffgap/diffgap.toml" RUST_LOG=info \
+  # In the image's WORKDIR, so that nothing resolves against the checkout.
+  (cd "$app" && exec env -i PATH="$app/bin:/usr/bin:/bin" DIFFGAP_CONFIG="$prefix/etc/diffgap/diffgap.toml" RUST_LOG=info \
     "${run[@]}" "$bin" serve --model "$app/models/default" --listen "127.0.0.1:$port" \
-    --metrics-listen "127.0.0.1:$mport" --device cpu >"$log" 2>&1 &
+    --metrics-listen "127.0.0.1:$mport" --device cpu) >"$log" 2>&1 &
   local pid=$!
   local ok=
-  for _ in $(seq 1 120); do
+  for _ in $(seq 1 300); do
     if env -i "$bin" health --addr "127.0.0.1:$port" --timeout-secs 2 >/dev/null 2>&1; then ok=1; break; fi
     kill -0 "$pid" 2>/dev/null || break
     sleep 1
