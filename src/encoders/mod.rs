@@ -7,12 +7,14 @@
 //! embeddings only.
 //!
 //! - [`attach`]: copying exported encoders into a model directory;
+//! - [`folder`]: a folder of audio files through the audio encoder (catalogs);
 //! - [`module`]: loading any TorchScript file and holding it to an input/output contract;
 //! - [`text`], [`audio`], [`video`]: one encoder each.
 
 pub mod attach;
 pub mod audio;
 pub mod error;
+pub mod folder;
 pub mod module;
 pub mod text;
 pub mod video;
