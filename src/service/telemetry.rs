@@ -1,5 +1,6 @@
 //! The process's log subscriber: text or JSON lines on stderr, filtered by `RUST_LOG`
-//! (default `info`, with symphonia at `warn`). JSON lines carry the current span's fields (`rpc`, `request_id`, `items`).
+//! (default `info`, with symphonia at `warn`). JSON lines carry the current span's fields
+//! (`rpc`, `request_id`, `items`).
 
 use tracing_subscriber::EnvFilter;
 
