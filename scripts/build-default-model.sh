@@ -17,6 +17,7 @@ R=.cache/real
 mkdir -p "$R"
 stages="$R/stages.tsv"
 
+# Appends "name, seconds, output bytes" to $stages.new (an up-to-date cached stage takes ~0 s).
 stage() { # name, output path, command...
   local name=$1 out=$2 t0 t1
   shift 2
@@ -26,15 +27,13 @@ stage() { # name, output path, command...
   printf '%s\t%.1f\t%s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$(du -sb "$out" | cut -f1)" >> "$stages.new"
 }
 
-bash scripts/build-encoders.sh
-DIFFGAP_BIN="$bin" bash scripts/build-corpus.sh
+: > "$stages.new"
+stage encoders .cache/encoders bash scripts/build-encoders.sh
+stage corpus .cache/corpus env DIFFGAP_BIN="$bin" bash scripts/build-corpus.sh
 recipe="$( (sha256sum scripts/build-default-model.sh; cat .cache/corpus/fingerprint .cache/encoders/.stamp) | sha256sum | cut -d' ' -f1)"
 if [ -f models/default/encoders/encoders.json ] && [ "$(cat models/default/.recipe 2>/dev/null)" = "$recipe" ]; then
   exit 0
 fi
-: > "$stages.new"
-printf 'encoders\t-\t%s\n' "$(du -sb .cache/encoders | cut -f1)" >> "$stages.new"
-printf 'corpus\t-\t%s\n' "$(du -sb .cache/corpus | cut -f1)" >> "$stages.new"
 stage embed "$R/raw.safetensors" \
   "$bin" projection embed --corpus .cache/corpus --encoders .cache/encoders --out "$R/raw.safetensors"
 stage projection "$R/projection" \

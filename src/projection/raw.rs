@@ -38,6 +38,9 @@ pub struct RawRow {
     pub identity: String,
     pub caption: String,
     pub split: String,
+    pub source: String,
+    /// How the caption was written: "description" (a human-written sentence) or "label".
+    pub caption_kind: String,
 }
 
 /// The fields of a manifest line this step needs (the manifest has more).
@@ -48,7 +51,14 @@ struct ManifestLine {
     identity: String,
     caption: String,
     split: String,
+    source: String,
 }
+
+/// The corpus source whose captions are human-written one-line descriptions (Tux Paint); the
+/// others' are labels (file names, preset names).
+pub const DESCRIBED_SOURCE: &str = "tuxpaint";
+/// The raw file's tensor of caption kinds: 0 label-like, 1 human-written description.
+pub const CAPTION_KIND_KEY: &str = "caption_kind";
 
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 /// The text encoder's truncation (all-MiniLM-L6-v2's sentence-transformers setting).
@@ -144,6 +154,7 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
     let bar = indicatif::ProgressBar::new(lines.len() as u64).with_message("audio encoder");
     let (mut audio_rows, mut text_idx, mut groups, mut splits, mut rows) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut kinds = Vec::new();
     for l in &lines {
         let wave = read_wav(&cfg.corpus.join(&l.file))?;
         let emb = audio
@@ -157,11 +168,15 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
             .position(|s| *s == l.split)
             .with_context(|| format!("clip {}: unknown split '{}'", l.clip_id, l.split))?;
         splits.push(split as i64);
+        let described = l.source == DESCRIBED_SOURCE;
+        kinds.push(described as i64);
         rows.push(RawRow {
             clip_id: l.clip_id.clone(),
             identity: l.identity.clone(),
             caption: l.caption.clone(),
             split: l.split.clone(),
+            source: l.source.clone(),
+            caption_kind: if described { "description" } else { "label" }.into(),
         });
         bar.inc(1);
     }
@@ -174,6 +189,7 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
         (AUDIO.to_string(), Tensor::cat(&audio_rows, 0)),
         (GROUP_KEY.to_string(), Tensor::from_slice(&groups)),
         (SPLIT_KEY.to_string(), Tensor::from_slice(&splits)),
+        (CAPTION_KIND_KEY.to_string(), Tensor::from_slice(&kinds)),
     ];
     if let Some(parent) = cfg.out.parent() {
         std::fs::create_dir_all(parent)?;

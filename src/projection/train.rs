@@ -79,6 +79,8 @@ struct Split {
     text: Tensor,
     audio: Tensor,
     groups: Vec<i64>,
+    /// Caption kind per row (0 label-like, 1 human-written), when the raw file has them.
+    kinds: Option<Vec<i64>>,
 }
 
 impl Split {
@@ -111,6 +113,10 @@ fn load_raw(path: &Path, device: Device) -> Result<[Split; 3]> {
     }
     let group = Vec::<i64>::try_from(group.to_kind(Kind::Int64))?;
     let split = Vec::<i64>::try_from(split.to_kind(Kind::Int64))?;
+    let kinds = match get(super::raw::CAPTION_KIND_KEY) {
+        Ok(k) => Some(Vec::<i64>::try_from(k.to_kind(Kind::Int64))?),
+        Err(_) => None,
+    };
     let parts = [0i64, 1, 2].map(|s| {
         let idx: Vec<i64> = (0..n).filter(|&i| split[i as usize] == s).collect();
         let sel = Tensor::from_slice(&idx);
@@ -119,6 +125,9 @@ fn load_raw(path: &Path, device: Device) -> Result<[Split; 3]> {
             audio: l2_normalize(&audio.to_kind(Kind::Float).index_select(0, &sel))
                 .to_device(device),
             groups: idx.iter().map(|&i| group[i as usize]).collect(),
+            kinds: kinds
+                .as_ref()
+                .map(|k| idx.iter().map(|&i| k[i as usize]).collect()),
         }
     });
     for (name, p) in ["train", "validation", "test"].iter().zip(&parts) {
@@ -245,6 +254,41 @@ pub fn train(cfg: &ClapConfig) -> Result<ClapRecord> {
             ]
         });
         write_named(&cfg.out.join(format!("pairs-{name}.safetensors")), &named)?;
+    }
+    // The test split by caption kind, so results can be read separately for label-like
+    // captions (the kind trained on) and human-written descriptions.
+    if let Some(kinds) = &test.kinds {
+        for (kind, name) in [(0i64, "labels"), (1, "described")] {
+            let idx: Vec<i64> = (0..kinds.len() as i64)
+                .filter(|&i| kinds[i as usize] == kind)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let sel = Tensor::from_slice(&idx).to_device(device);
+            let groups: Vec<i64> = idx.iter().map(|&i| test.groups[i as usize]).collect();
+            let named = tch::no_grad(|| {
+                vec![
+                    (
+                        TEXT.to_string(),
+                        infer
+                            .project(TEXT, &test.text.index_select(0, &sel))
+                            .expect("text head"),
+                    ),
+                    (
+                        AUDIO.to_string(),
+                        infer
+                            .project(AUDIO, &test.audio.index_select(0, &sel))
+                            .expect("audio head"),
+                    ),
+                    (GROUP_KEY.to_string(), Tensor::from_slice(&groups)),
+                ]
+            });
+            write_named(
+                &cfg.out.join(format!("pairs-test-{name}.safetensors")),
+                &named,
+            )?;
+        }
     }
     let (val_t2a, val_a2t) = metrics(&infer, &val);
     let (test_t2a, test_a2t) = metrics(&infer, &test);
