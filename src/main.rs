@@ -53,6 +53,9 @@ enum Command {
     /// scripts/build-corpus.sh, which fetches the pinned packages first).
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Catalogs: named candidate sets the server ranks against (Rank with `catalog`).
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// The small CLAP: embed a corpus with the frozen encoders, train the projection heads.
     #[command(subcommand)]
     Projection(diffgap::projection::ProjectionCommand),
@@ -61,6 +64,15 @@ enum Command {
     /// Give a model directory its encoders (raw text and audio in, instead of embeddings).
     #[command(subcommand)]
     Encoders(EncodersCommand),
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Build a catalog for a model from a paired or single-modality embeddings file, or from a
+    /// folder of audio files through the model's encoders: the entries, their ids and their
+    /// reverse-bridged embeddings (so Rank against it is exact and needs no bridging of
+    /// candidates).
+    Build(diffgap::service::catalog::BuildArgs),
 }
 
 #[derive(Subcommand)]
@@ -214,6 +226,18 @@ fn main() -> Result<()> {
             );
         }
         Command::Projection(cmd) => cmd.run()?,
+        Command::Catalog(CatalogCommand::Build(args)) => {
+            let meta = diffgap::service::catalog::build(&args)?;
+            println!(
+                "catalog '{}' for model '{}': {} {} entries, reverse-bridged into {:?}; written to {}",
+                meta.name,
+                meta.model,
+                meta.ids.len(),
+                meta.modality,
+                meta.reverse.keys().collect::<Vec<_>>(),
+                args.out.display()
+            );
+        }
         Command::PlotGap(args) => {
             diffgap::eval::plot::plot_gap(&args)?;
             println!("wrote {}", args.out.display());

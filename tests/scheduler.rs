@@ -49,6 +49,7 @@ fn row(from: &str, to: &str, v: u64, steps: usize, guidance: f32, samples: usize
             samples,
         },
         seed: row_seed(v, 3),
+        start: Default::default(),
     }
 }
 

@@ -167,11 +167,13 @@ fn rank_request(mode: i32, top_k: u32) -> RankRequest {
             .map(|i| Candidate {
                 id: format!("c{i}"),
                 embedding: emb(vector(200 + i)),
+                raw: None,
             })
             .collect(),
         mode,
         top_k,
         seed: Some(3),
+        ..Default::default()
     }
 }
 

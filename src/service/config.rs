@@ -43,6 +43,8 @@ pub const KEYS: &[&str] = &[
     "tls_key",
     "tls_client_ca",
     "auth_tokens_file",
+    "model_repository",
+    "catalogs",
 ];
 
 /// Largest `max_batch_rows` and `max_items_per_request`.
@@ -104,6 +106,11 @@ pub struct ServeConfig {
     /// Bearer tokens, one a line: set, every call but health's needs `authorization: Bearer
     /// <token>`. `DIFFGAP_AUTH_TOKENS` may add tokens (see `security`).
     pub auth_tokens_file: PathBuf,
+    /// A folder of model directories, all served (one worker each); "" serves `model` alone.
+    /// With it, `model` names the default (its directory name).
+    pub model_repository: PathBuf,
+    /// A folder of catalogs (`diffgap catalog build`) served for their models; "" = none.
+    pub catalogs: PathBuf,
 }
 
 impl Default for ServeConfig {
@@ -125,6 +132,8 @@ impl Default for ServeConfig {
             tls_key: PathBuf::new(),
             tls_client_ca: PathBuf::new(),
             auth_tokens_file: PathBuf::new(),
+            model_repository: PathBuf::new(),
+            catalogs: PathBuf::new(),
         }
     }
 }
@@ -195,6 +204,14 @@ pub struct ServeArgs {
     /// come from DIFFGAP_AUTH_TOKENS].
     #[arg(long, value_name = "FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Folder of model directories to serve, all of them; --model names the default
+    /// [default: none, serve --model alone; env: DIFFGAP_MODEL_REPOSITORY].
+    #[arg(long, value_name = "DIR")]
+    pub model_repository: Option<PathBuf>,
+    /// Folder of catalogs to serve (diffgap catalog build) [default: none; env:
+    /// DIFFGAP_CATALOGS].
+    #[arg(long, value_name = "DIR")]
+    pub catalogs: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -238,6 +255,8 @@ impl ServeArgs {
             ("tls_key", path_value(&self.tls_key)),
             ("tls_client_ca", path_value(&self.tls_client_ca)),
             ("auth_tokens_file", path_value(&self.auth_tokens_file)),
+            ("model_repository", path_value(&self.model_repository)),
+            ("catalogs", path_value(&self.catalogs)),
         ];
         debug_assert!(o.iter().all(|(k, _)| KEYS.contains(k)));
         o.into_iter()

@@ -12,6 +12,9 @@ pub enum ServiceError {
         name: String,
         available: Vec<String>,
     },
+    /// A named thing other than a model (a catalog) is not served.
+    #[error("{0}")]
+    NotFound(String),
     /// The request is well formed but the model cannot serve it (e.g. no fusion weights).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -52,7 +55,7 @@ impl From<ServiceError> for tonic::Status {
         use tonic::Code;
         let code = match &e {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
-            ServiceError::ModelNotFound { .. } => Code::NotFound,
+            ServiceError::ModelNotFound { .. } | ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Overloaded { .. } => Code::ResourceExhausted,
             ServiceError::Unavailable(_) => Code::Unavailable,

@@ -39,7 +39,15 @@ pub const REQUESTS_DROPPED: &str = "diffgap_requests_dropped_total";
 pub const MODEL_INFO: &str = "diffgap_model_info";
 
 /// The RPC names, the values of the `rpc` label.
-pub const RPCS: [&str; 3] = ["Bridge", "Rank", "Info"];
+pub const RPCS: [&str; 7] = [
+    "Bridge",
+    "BridgeStream",
+    "Refine",
+    "Rank",
+    "Embed",
+    "Info",
+    "Reload",
+];
 /// The values of the `reason` label of `diffgap_requests_dropped_total`.
 pub const DROP_REASONS: [&str; 2] = ["deadline", "cancelled"];
 

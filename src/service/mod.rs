@@ -5,20 +5,29 @@
 //! - [`worker`]: the thread that owns the model and batches requests;
 //! - [`scheduler`]: the worker's step-level (continuous) batching, deadlines and cancellation;
 //! - [`grpc`]: request validation and the RPC implementations;
+//! - [`repository`]: the served models (one worker each) and their catalogs, reloaded as a
+//!   whole (Reload RPC, SIGHUP);
+//! - [`catalog`]: named candidate sets for Rank, and `diffgap catalog build`;
 //! - [`error`]: the error type and its gRPC status codes;
 //! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
 //! - [`request_id`]: request ids and the timing headers of responses;
 //! - [`security`]: TLS, mutual TLS and bearer-token authentication;
 //! - [`telemetry`]: the log subscriber (text or JSON).
 
+pub mod catalog;
 pub mod config;
+pub mod embedder;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod rank;
+pub mod raw_input;
+pub mod repository;
 pub mod request_id;
 pub mod scheduler;
 pub mod security;
 pub mod telemetry;
+pub mod validate;
 pub mod worker;
 
 use std::future::Future;
@@ -54,6 +63,7 @@ impl proto::BridgeItem {
             guidance: None,
             samples: None,
             seed,
+            raw: None,
         }
     }
 }
@@ -175,11 +185,19 @@ impl Listening {
             .build_v1alpha()
             .map_err(|e| ServiceError::Internal(format!("reflection: {e}")))?;
 
-        let worker = worker::ModelWorker::spawn_with(cfg.model.clone(), device, (&cfg).into())?;
-        let model = Arc::new(OnceLock::new());
+        let (deaths, mut died) = tokio::sync::mpsc::unbounded_channel();
+        let repo = Arc::new(repository::Repository::new(
+            repository::Sources {
+                model: cfg.model.clone(),
+                repository: cfg.model_repository.clone(),
+                catalogs: cfg.catalogs.clone(),
+                device,
+                worker: (&cfg).into(),
+            },
+            deaths,
+        ));
         let service = grpc::DiffgapService::new(
-            worker.handle,
-            model.clone(),
+            repo.clone(),
             grpc::Limits {
                 max_items_per_request: cfg.max_items_per_request,
                 max_batch_rows: cfg.max_batch_rows,
@@ -239,30 +257,48 @@ impl Listening {
         };
         tokio::pin!(serving);
 
-        let mut ready = worker.ready;
+        let loading = repo.load();
         let result = tokio::select! {
-            loaded = &mut ready => match loaded {
-                Ok(Ok(info)) => {
-                    tracing::info!(name = %info.name, dim = info.dim, device = %info.device, "model loaded and warmed up; serving");
-                    metrics::model_loaded(&info.name, &info.space, info.dim, &info.device);
-                    let _ = model.set(info);
+            loaded = loading => match loaded {
+                Ok(report) => {
+                    if let Ok(r) = repo.get() {
+                        for m in r.ordered() {
+                            tracing::info!(name = %m.info.name, dim = m.info.dim, device = %m.info.device, catalogs = m.catalogs.len(), "model loaded and warmed up");
+                        }
+                    }
+                    for c in report.catalogs.iter().filter(|c| c.error.is_some()) {
+                        tracing::warn!(catalog = %c.name, "not served: {}", c.error.as_deref().unwrap_or(""));
+                    }
                     set_status(&reporter, ServingStatus::Serving).await;
+                    tracing::info!("serving");
+                    // A worker that dies takes the service out of rotation.
+                    let dead_reporter = reporter.clone();
+                    tokio::spawn(async move {
+                        if let Some(msg) = died.recv().await {
+                            tracing::error!("{msg}; health is NOT_SERVING");
+                            set_status(&dead_reporter, ServingStatus::NotServing).await;
+                        }
+                    });
+                    #[cfg(unix)]
+                    spawn_reload_on_sighup(repo.clone());
                     serving.await
                 }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(ServiceError::Internal("the model thread ended while loading".into())),
+                Err(e) => Err(e),
             },
             // Shut down (or failed) before the model was ready.
             served = &mut serving => served,
         };
-        // Every handle is gone with the server, so the worker's loop ends; wait for it, until
-        // the drain deadline (at least a second) when shutting down.
-        let thread = worker.thread;
+        // Once the registry is gone, each worker's loop ends with its last request; wait for
+        // them, until the drain deadline (at least a second) when shutting down.
+        let threads = repo.take_threads();
+        repo.clear();
         let (joined_tx, joined) = tokio::sync::oneshot::channel();
         let _ = std::thread::Builder::new()
             .name("diffgap-join".into())
             .spawn(move || {
-                let _ = thread.join();
+                for thread in threads {
+                    let _ = thread.join();
+                }
                 let _ = joined_tx.send(());
             });
         let left = drain_deadline.get().map_or(Duration::MAX, |d| {
@@ -274,6 +310,44 @@ impl Listening {
         }
         result
     }
+}
+
+/// Reloads the repository and the catalogs on every SIGHUP (see [`repository`]).
+#[cfg(unix)]
+fn spawn_reload_on_sighup(repo: Arc<repository::Repository>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP: {e}");
+            return;
+        }
+    };
+    // Holds the repository weakly, so that the task does not keep the workers alive.
+    let repo = Arc::downgrade(&repo);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(repo) = repo.upgrade() else { return };
+            tracing::info!("SIGHUP: reloading the models and catalogs");
+            match repo.reload().await {
+                Ok(r) => {
+                    let failed = r
+                        .models
+                        .iter()
+                        .chain(&r.catalogs)
+                        .filter(|o| o.error.is_some())
+                        .count();
+                    tracing::info!(
+                        models = r.models.len(),
+                        catalogs = r.catalogs.len(),
+                        failed,
+                        "reloaded"
+                    );
+                }
+                Err(e) => tracing::error!("reload failed, keeping what was served: {e}"),
+            }
+        }
+    });
 }
 
 async fn set_status(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {

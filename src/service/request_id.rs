@@ -92,6 +92,24 @@ impl Timed for proto::RankResponse {
     }
 }
 
+impl Timed for proto::RefineResponse {
+    fn timings(&self) -> Option<(Duration, Duration)> {
+        of(self.timings.as_ref())
+    }
+}
+
+impl Timed for proto::EmbedResponse {
+    fn timings(&self) -> Option<(Duration, Duration)> {
+        of(self.timings.as_ref())
+    }
+}
+
+impl Timed for proto::ReloadResponse {
+    fn timings(&self) -> Option<(Duration, Duration)> {
+        None
+    }
+}
+
 impl Timed for proto::InfoResponse {
     fn timings(&self) -> Option<(Duration, Duration)> {
         None

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
 
 use super::error::ServiceError;
-use super::worker::{Bridged, Job};
+use super::worker::{Bridged, Job, RowStart};
 use crate::diffusion::noise::{normal_rows, Purpose};
 use crate::diffusion::normalize::l2_normalize;
 use crate::diffusion::sampler::RowStep;
@@ -175,6 +175,8 @@ struct Item {
     timesteps: Rc<[usize]>,
     guidance: f32,
     seed: u64,
+    /// Refine: the normalised embedding [1, dim] and the timestep it is noised to.
+    refine: Option<(Tensor, usize)>,
     /// Denormalised finished samples, by sample index.
     samples: Vec<Option<Tensor>>,
     finished: usize,
@@ -327,12 +329,37 @@ impl<'m> Scheduler<'m> {
                 .stats(&row.from)
                 .map_err(internal)?
                 .normalize(&l2_normalize(&x));
-            m.stats(&row.to).map_err(internal)?;
+            let to_stats = m.stats(&row.to).map_err(internal)?;
+            // As Sampler::refine: the start is the embedding noised to t_start, and the
+            // trajectory takes round(steps x strength) steps (at least one) from there.
+            let (timesteps, refine) = match &row.start {
+                RowStart::Noise => (m.schedule().ddim_timesteps(row.opts.steps, t_max), None),
+                RowStart::Refine {
+                    embedding,
+                    strength,
+                } => {
+                    if embedding.len() as i64 != dim || !(*strength > 0.0 && *strength <= 1.0) {
+                        return Err(ServiceError::Internal(format!(
+                            "a refine row has {} values and strength {strength}",
+                            embedding.len()
+                        )));
+                    }
+                    let x = Tensor::from_slice(embedding)
+                        .view([1, dim])
+                        .to_kind(Kind::Float)
+                        .to_device(m.device());
+                    let x0 = to_stats.normalize(&l2_normalize(&x));
+                    let t_start = ((strength * t_max as f64).round() as usize).min(t_max);
+                    let n = ((row.opts.steps as f64 * strength).round() as usize).max(1);
+                    (m.schedule().ddim_timesteps(n, t_start), Some((x0, t_start)))
+                }
+            };
             items.push(Item {
                 cond,
                 direction,
                 target: row.to.clone(),
-                timesteps: m.schedule().ddim_timesteps(row.opts.steps, t_max).into(),
+                timesteps: timesteps.into(),
+                refine,
                 guidance: row.opts.guidance,
                 seed: row.seed,
                 samples: (0..row.opts.samples).map(|_| None).collect(),
@@ -351,6 +378,8 @@ impl<'m> Scheduler<'m> {
         let mut keys = Vec::new();
         let mut conds = Vec::new();
         let mut dirs = Vec::new();
+        // Refine rows: (row index in `keys`, normalised embedding, noise level).
+        let mut refines: Vec<(i64, Tensor, f32)> = Vec::new();
         while self.rows.len() < self.max_rows {
             let Some(&id) = self.admitting.front() else {
                 break;
@@ -363,6 +392,10 @@ impl<'m> Scheduler<'m> {
             while self.rows.len() < self.max_rows && !req.fully_admitted() {
                 let (i, k) = req.cursor;
                 let item = &req.items[i];
+                if let Some((x0, t_start)) = &item.refine {
+                    let a = self.model.schedule().alpha_bar(*t_start) as f32;
+                    refines.push((keys.len() as i64, x0.shallow_clone(), a));
+                }
                 keys.push((item.seed, k as u64));
                 conds.push(item.cond.shallow_clone());
                 dirs.push(item.direction);
@@ -388,7 +421,27 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let device = self.model.device();
-        let x = normal_rows(&keys, Purpose::Start, self.model.dim() as usize, device);
+        let dim = self.model.dim() as usize;
+        let mut x = normal_rows(&keys, Purpose::Start, dim, device);
+        if !refines.is_empty() {
+            // As Sampler::refine: sqrt(abar) x0 + sqrt(1 - abar) eps, eps drawn for Refine.
+            let rkeys: Vec<(u64, u64)> =
+                refines.iter().map(|(i, _, _)| keys[*i as usize]).collect();
+            let eps = normal_rows(&rkeys, Purpose::Refine, dim, device);
+            let a: Vec<f32> = refines.iter().map(|r| r.2).collect();
+            let a = Tensor::from_slice(&a).to_device(device).unsqueeze(-1);
+            let x0 = Tensor::cat(
+                &refines
+                    .iter()
+                    .map(|r| r.1.shallow_clone())
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let xr = a.sqrt() * x0 + (-&a + 1.0).sqrt() * eps;
+            let idx: Vec<i64> = refines.iter().map(|r| r.0).collect();
+            let idx = Tensor::from_slice(&idx).to_device(device);
+            x = x.index_copy(0, &idx, &xr);
+        }
         let cond = Tensor::cat(&conds, 0);
         let dir = Tensor::from_slice(&dirs).to_device(device);
         self.tensors = Some(match self.tensors.take() {

@@ -23,16 +23,18 @@ use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
+use super::catalog::CatalogData;
 use super::config::ServeConfig;
 use super::error::ServiceError;
 use super::scheduler::{drop_reason, DropReason, Scheduler};
 pub use super::scheduler::{Batching, StatsSnapshot, WorkerStats};
 use crate::device::describe;
-use crate::diffusion::sampler::SampleOptions;
+use crate::diffusion::sampler::{RowStep, SampleOptions};
 use crate::model::card::{FusionWeights, SamplingDefaults};
 use crate::model::{artifact, DiffgapModel, ModelError};
 
-/// One embedding to bridge, as plain data.
+/// One embedding to bridge (or refine), as plain data: `embedding` (modality `from`) is the
+/// condition, `to` the modality sampled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BridgeRow {
     pub from: String,
@@ -40,6 +42,39 @@ pub struct BridgeRow {
     pub embedding: Vec<f32>,
     pub opts: SampleOptions,
     pub seed: u64,
+    /// Where each sample's trajectory starts.
+    pub start: RowStart,
+}
+
+impl BridgeRow {
+    /// A Bridge row: every sample starts from pure noise.
+    pub fn bridge(
+        from: &str,
+        to: &str,
+        embedding: Vec<f32>,
+        opts: SampleOptions,
+        seed: u64,
+    ) -> Self {
+        Self {
+            from: from.into(),
+            to: to.into(),
+            embedding,
+            opts,
+            seed,
+            start: RowStart::Noise,
+        }
+    }
+}
+
+/// Where a row's trajectory starts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RowStart {
+    /// Pure noise (Bridge), as [`crate::diffusion::sampler::Sampler::sample`].
+    #[default]
+    Noise,
+    /// `embedding` (modality `to`) noised to `strength` of the trajectory (Refine), as
+    /// [`crate::diffusion::sampler::Sampler::refine`].
+    Refine { embedding: Vec<f32>, strength: f64 },
 }
 
 /// The bridged rows of one request, in its order, and where the time went.
@@ -68,6 +103,8 @@ pub struct ModelInfo {
     /// Keyed "query->candidate".
     pub fusion: BTreeMap<String, FusionWeights>,
     pub device: String,
+    /// `sha256:<hex>` of the TorchScript file: what catalogs are built for.
+    pub fingerprint: String,
 }
 
 impl ModelInfo {
@@ -88,8 +125,78 @@ impl ModelInfo {
             parameters: c.parameters,
             fusion: c.fusion.clone(),
             device: describe(model.device()),
+            fingerprint: fingerprint(c),
         }
     }
+}
+
+/// What runs on the model thread between two denoising steps, with the model and the worker's
+/// catalogs at hand (tensors stay on that thread; the closure returns plain data).
+pub type Call = Box<dyn FnOnce(&mut WorkerCtx<'_>) + Send>;
+
+/// What the worker's queue carries.
+pub(crate) enum Msg {
+    Rows(Job),
+    Call(Call),
+}
+
+/// What a [`Call`] sees: the model and the catalogs installed on this worker.
+pub struct WorkerCtx<'m> {
+    pub model: &'m DiffgapModel,
+    pub catalogs: BTreeMap<String, DeviceCatalog>,
+}
+
+/// A catalog's tensors on the model's device, and the plain data they come from.
+pub struct DeviceCatalog {
+    pub data: Arc<CatalogData>,
+    /// [entries, dim], L2-normalised.
+    pub embeddings: Tensor,
+    /// Query modality -> the entries bridged into it, [entries, dim], L2-normalised.
+    pub reverse: BTreeMap<String, Tensor>,
+}
+
+impl WorkerCtx<'_> {
+    /// Replaces the catalogs with `set` (tensors made on the model's device).
+    pub fn install_catalogs(&mut self, set: &[Arc<CatalogData>]) -> Result<(), ServiceError> {
+        let device = self.model.device();
+        let dim = self.model.dim();
+        let mut out = BTreeMap::new();
+        for c in set {
+            let rows = c.meta.ids.len() as i64;
+            let t = |v: &[f32]| -> Result<Tensor, ServiceError> {
+                if v.len() as i64 != rows * dim {
+                    return Err(ServiceError::Internal(format!(
+                        "catalog '{}': {} values for {rows} entries of dimension {dim}",
+                        c.meta.name,
+                        v.len()
+                    )));
+                }
+                Ok(Tensor::from_slice(v).view([rows, dim]).to_device(device))
+            };
+            let embeddings = t(&c.embeddings)?;
+            let mut reverse = BTreeMap::new();
+            for (m, v) in &c.reverse {
+                reverse.insert(m.clone(), t(v)?);
+            }
+            out.insert(
+                c.meta.name.clone(),
+                DeviceCatalog {
+                    data: c.clone(),
+                    embeddings,
+                    reverse,
+                },
+            );
+        }
+        self.catalogs = out;
+        Ok(())
+    }
+}
+
+/// The fingerprint of a model: `sha256:<hex>` of its TorchScript file, from its card.
+pub fn fingerprint(card: &crate::model::card::ModelCard) -> String {
+    card.files
+        .get(artifact::SCRIPT_FILE)
+        .map_or_else(|| "unknown".to_owned(), |h| format!("sha256:{h}"))
 }
 
 /// A request as the worker receives it.
@@ -105,7 +212,7 @@ pub(crate) struct Job {
 /// The async side of the worker: cheap to clone, one per RPC handler.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     capacity: usize,
 }
 
@@ -132,17 +239,44 @@ impl WorkerHandle {
             enqueued: Instant::now(),
             deadline,
         };
-        self.tx.try_send(job).map_err(|e| match e {
+        self.send(Msg::Rows(job))?;
+        answer.await.map_err(|_| {
+            ServiceError::Unavailable("the model worker stopped before answering".into())
+        })?
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), ServiceError> {
+        self.tx.try_send(msg).map_err(|e| match e {
             TrySendError::Full(_) => ServiceError::Overloaded {
                 capacity: self.capacity,
             },
             TrySendError::Closed(_) => {
                 ServiceError::Unavailable("the model worker has stopped".into())
             }
-        })?;
+        })
+    }
+
+    /// Runs `f` on the model thread (between two denoising steps) and returns its result.
+    /// Takes a queue slot like a request: RESOURCE_EXHAUSTED when the queue is full.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, ServiceError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WorkerCtx<'_>) -> Result<R, ServiceError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let span = Span::current();
+        self.send(Msg::Call(Box::new(move |ctx: &mut WorkerCtx<'_>| {
+            let _entered = span.enter();
+            let _ = reply.send(f(ctx));
+        })))?;
         answer.await.map_err(|_| {
             ServiceError::Unavailable("the model worker stopped before answering".into())
         })?
+    }
+
+    /// Whether the worker's thread has ended (its queue is closed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -188,6 +322,22 @@ pub struct ModelWorker {
     pub ready: oneshot::Receiver<Result<ModelInfo, ServiceError>>,
     pub stats: Arc<WorkerStats>,
     pub thread: JoinHandle<()>,
+    /// Answers `Ok(message)` if the thread dies of a panic; closed (`Err`) when it ends
+    /// normally (every handle dropped) or fails to load.
+    pub died: oneshot::Receiver<String>,
+}
+
+/// Sends on `died` when the model thread unwinds from a panic.
+struct DeathWatch(Option<oneshot::Sender<String>>);
+
+impl Drop for DeathWatch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send("the model thread panicked".into());
+            }
+        }
+    }
 }
 
 impl ModelWorker {
@@ -215,17 +365,24 @@ impl ModelWorker {
         let (ready_tx, ready) = oneshot::channel();
         let stats = Arc::new(WorkerStats::default());
         let thread_stats = stats.clone();
+        let (died_tx, died) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("diffgap-model".into())
             .spawn(move || {
-                let loaded = artifact::load(&dir, device).and_then(|m| warm_up(&m).map(|()| m));
+                let _watch = DeathWatch(Some(died_tx));
+                let loaded = artifact::load(&dir, device)
+                    .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m));
                 match loaded {
                     Ok(model) => {
                         if ready_tx.send(Ok(ModelInfo::of(&model))).is_ok() {
+                            let ctx = WorkerCtx {
+                                model: &model,
+                                catalogs: BTreeMap::new(),
+                            };
                             match opts.batching {
-                                Batching::Step => run_steps(&model, rx, opts, &thread_stats),
+                                Batching::Step => run_steps(ctx, rx, opts, &thread_stats),
                                 Batching::Request => {
-                                    run(&model, rx, opts.max_batch_rows, &thread_stats)
+                                    run(ctx, rx, opts.max_batch_rows, &thread_stats)
                                 }
                             }
                         }
@@ -244,13 +401,27 @@ impl ModelWorker {
             ready,
             stats,
             thread,
+            died,
         })
     }
 }
 
-/// One bridge per direction with the default options, so that the first request does not pay
-/// for libtorch's first-call setup.
-fn warm_up(model: &DiffgapModel) -> Result<(), ModelError> {
+/// The batch sizes warmed up before the worker reports ready: powers of two up to
+/// `max_rows`, and `max_rows` itself.
+pub fn warm_up_buckets(max_rows: usize) -> Vec<usize> {
+    let max_rows = max_rows.max(1);
+    let mut b: Vec<usize> = std::iter::successors(Some(1usize), |&n| n.checked_mul(2))
+        .take_while(|&n| n < max_rows)
+        .collect();
+    b.push(max_rows);
+    b
+}
+
+/// One bridge per direction with the default options, then one guided denoising step (both the
+/// conditional and the unconditional pass) at every batch-size bucket, so that no request pays
+/// for libtorch's first-call setup or a first allocation of its batch size.
+fn warm_up(model: &DiffgapModel, max_rows: usize) -> Result<(), ModelError> {
+    let _no_grad = tch::no_grad_guard();
     let d = model.card.defaults;
     let opts = SampleOptions {
         steps: d.steps,
@@ -261,17 +432,34 @@ fn warm_up(model: &DiffgapModel) -> Result<(), ModelError> {
     for dir in &model.card.directions {
         let _warm = model.bridge(&x, &dir.condition, &dir.target, &[0], opts)?;
     }
+    let n_dirs = model.card.directions.len().max(1) as i64;
+    let t_max = model.schedule().steps() - 1;
+    for rows in warm_up_buckets(max_rows) {
+        let device = model.device();
+        let x = Tensor::zeros([rows as i64, model.dim()], (Kind::Float, device));
+        let dir = Tensor::arange(rows as i64, (Kind::Int64, device)).remainder(n_dirs);
+        let steps: Vec<RowStep> = (0..rows)
+            .map(|i| RowStep {
+                t: t_max,
+                t_prev: Some(t_max / 2),
+                guidance: if i % 2 == 0 { 1.0 } else { 2.0 },
+            })
+            .collect();
+        let _warm = model.sampler().step(&x, &steps, &x, &dir)?;
+    }
+    tracing::debug!(buckets = ?warm_up_buckets(max_rows), "warmed up");
     Ok(())
 }
 
 /// Step-level continuous batching: admit, sweep, one step, repeat (see [`Scheduler`]).
 fn run_steps(
-    model: &DiffgapModel,
-    mut rx: mpsc::Receiver<Job>,
+    mut ctx: WorkerCtx<'_>,
+    mut rx: mpsc::Receiver<Msg>,
     opts: WorkerOptions,
     stats: &WorkerStats,
 ) {
     let _no_grad = tch::no_grad_guard();
+    let model = ctx.model;
     let mut sched = Scheduler::new(model, opts.max_batch_rows, stats);
     let mut open = true;
     loop {
@@ -280,14 +468,21 @@ fn run_steps(
                 return;
             }
             match rx.blocking_recv() {
-                Some(job) => sched.accept(job, Instant::now()),
+                Some(Msg::Rows(job)) => {
+                    sched.accept(job, Instant::now());
+                    fill_for(&mut sched, &mut ctx, &mut rx, opts.max_batch_wait);
+                }
+                Some(Msg::Call(call)) => {
+                    call(&mut ctx);
+                    continue;
+                }
                 None => return,
             }
-            fill_for(&mut sched, &mut rx, opts.max_batch_wait);
         }
         while open && sched.wants_more() {
             match rx.try_recv() {
-                Ok(job) => sched.accept(job, Instant::now()),
+                Ok(Msg::Rows(job)) => sched.accept(job, Instant::now()),
+                Ok(Msg::Call(call)) => call(&mut ctx),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }
@@ -302,18 +497,24 @@ fn run_steps(
 
 /// The optional wait of an idle worker: takes requests for up to `wait` (or until the batch is
 /// full) before the first step.
-fn fill_for(sched: &mut Scheduler<'_>, rx: &mut mpsc::Receiver<Job>, wait: Duration) {
+fn fill_for(
+    sched: &mut Scheduler<'_>,
+    ctx: &mut WorkerCtx<'_>,
+    rx: &mut mpsc::Receiver<Msg>,
+    wait: Duration,
+) {
     if wait.is_zero() {
         return;
     }
     let until = Instant::now() + wait;
     while sched.wants_more() {
         match rx.try_recv() {
-            Ok(job) => {
+            Ok(Msg::Rows(job)) => {
                 sched.accept(job, Instant::now());
                 // Account the rows taken so far against the budget.
                 sched.admit(Instant::now());
             }
+            Ok(Msg::Call(call)) => call(ctx),
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
                 let now = Instant::now();
@@ -327,14 +528,19 @@ fn fill_for(sched: &mut Scheduler<'_>, rx: &mut mpsc::Receiver<Job>, wait: Durat
 }
 
 /// Request-level batching: whole sampling loops per group of waiting requests.
-fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize, stats: &WorkerStats) {
+fn run(mut ctx: WorkerCtx<'_>, mut rx: mpsc::Receiver<Msg>, max_rows: usize, stats: &WorkerStats) {
     let _no_grad = tch::no_grad_guard();
+    let model = ctx.model;
     let mut carried: Option<Job> = None;
     loop {
         let first = match carried.take() {
             Some(job) => job,
             None => match rx.blocking_recv() {
-                Some(job) => job,
+                Some(Msg::Rows(job)) => job,
+                Some(Msg::Call(call)) => {
+                    call(&mut ctx);
+                    continue;
+                }
                 None => return,
             },
         };
@@ -342,14 +548,15 @@ fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize, stats
         let mut jobs = vec![first];
         while rows < max_rows {
             match rx.try_recv() {
-                Ok(job) if rows + job.rows.len() > max_rows => {
+                Ok(Msg::Rows(job)) if rows + job.rows.len() > max_rows => {
                     carried = Some(job);
                     break;
                 }
-                Ok(job) => {
+                Ok(Msg::Rows(job)) => {
                     rows += job.rows.len();
                     jobs.push(job);
                 }
+                Ok(Msg::Call(call)) => call(&mut ctx),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
@@ -359,7 +566,8 @@ fn run(model: &DiffgapModel, mut rx: mpsc::Receiver<Job>, max_rows: usize, stats
     }
 }
 
-type GroupKey = (String, String, usize, u32, usize);
+/// (from, to, steps, guidance bits, samples, refine strength bits or none).
+type GroupKey = (String, String, usize, u32, usize, Option<u64>);
 
 fn group_key(row: &BridgeRow) -> GroupKey {
     (
@@ -368,6 +576,10 @@ fn group_key(row: &BridgeRow) -> GroupKey {
         row.opts.steps,
         row.opts.guidance.to_bits(),
         row.opts.samples,
+        match &row.start {
+            RowStart::Noise => None,
+            RowStart::Refine { strength, .. } => Some(strength.to_bits()),
+        },
     )
 }
 
@@ -469,7 +681,9 @@ fn bridge_group(
     };
     let first = &jobs[j0].rows[r0];
     let mut flat = Vec::with_capacity(members.len() * dim);
+    let mut starts = Vec::new();
     let mut seeds = Vec::with_capacity(members.len());
+    let mut refine = None;
     for &(j, r) in members {
         let row = &jobs[j].rows[r];
         if row.embedding.len() != dim {
@@ -479,10 +693,33 @@ fn bridge_group(
             });
         }
         flat.extend_from_slice(&row.embedding);
+        if let RowStart::Refine {
+            embedding,
+            strength,
+        } = &row.start
+        {
+            starts.extend_from_slice(embedding);
+            refine = Some(*strength);
+        }
         seeds.push(row.seed);
     }
-    let x = Tensor::from_slice(&flat).view([members.len() as i64, dim as i64]);
-    let y = model.bridge(&x, &first.from, &first.to, &seeds, first.opts)?;
+    let n = members.len() as i64;
+    let x = Tensor::from_slice(&flat).view([n, dim as i64]);
+    let y = match refine {
+        None => model.bridge(&x, &first.from, &first.to, &seeds, first.opts)?,
+        Some(strength) => {
+            let start = Tensor::from_slice(&starts).view([n, dim as i64]);
+            model.refine(
+                &start,
+                &first.to,
+                &x,
+                &first.from,
+                &seeds,
+                strength,
+                first.opts,
+            )?
+        }
+    };
     let y = y
         .to_device(tch::Device::Cpu)
         .to_kind(Kind::Float)

@@ -1,0 +1,194 @@
+//! Raw inputs (text, audio bytes or samples, video frames) of a request, validated, decoded and
+//! run through the model's encoder worker ([`super::embedder`]) before the request goes on as
+//! embeddings. Audio is decoded on the blocking pool, never on the async workers.
+
+use std::time::Instant;
+
+use super::embedder::{EmbedderHandle, RawInput};
+use super::error::ServiceError;
+use super::proto::{self, raw_input::Input};
+use crate::audio::decode::{decode, DecodeError, DecodeOptions};
+use crate::audio::resample::resample;
+use crate::encoders::text::MAX_TEXT_BYTES;
+
+/// Highest accepted sample rate of raw samples, Hz.
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+
+/// A raw input to resolve: the request field it came from, the modality the request says it
+/// is (empty: any), and the input.
+pub struct Slot {
+    pub field: String,
+    pub modality: String,
+    pub raw: proto::RawInput,
+}
+
+/// The embeddings of `slots`, in order, each checked to be of its slot's modality.
+pub async fn resolve(
+    embedder: Option<&EmbedderHandle>,
+    model: &str,
+    slots: Vec<Slot>,
+    deadline: Option<Instant>,
+) -> Result<Embedded, ServiceError> {
+    let embedder = embedder.ok_or_else(|| {
+        ServiceError::FailedPrecondition(format!(
+            "model '{model}' has no encoders; send embeddings instead of raw inputs"
+        ))
+    })?;
+    let mut inputs = Vec::with_capacity(slots.len());
+    let mut fields = Vec::with_capacity(slots.len());
+    for s in slots {
+        inputs.push(prepare(embedder, &s.field, s.raw).await?);
+        fields.push((s.field, s.modality));
+    }
+    let out = embedder.embed(inputs, deadline).await?;
+    for ((field, want), got) in fields.iter().zip(&out.modalities) {
+        if !want.is_empty() && want != got {
+            return Err(ServiceError::invalid(
+                field.as_str(),
+                format!("is a raw {got} input, but the request says its modality is '{want}'"),
+            ));
+        }
+    }
+    Ok(Embedded {
+        rows: out.rows,
+        modalities: out.modalities,
+        queue: out.queue,
+        compute: out.compute,
+    })
+}
+
+pub use super::embedder::Embedded;
+
+/// Checks one raw input against the encoders and turns it into what the encoder worker takes.
+async fn prepare(
+    embedder: &EmbedderHandle,
+    field: &str,
+    raw: proto::RawInput,
+) -> Result<RawInput, ServiceError> {
+    let info = &embedder.info;
+    let missing = |kind: &str| {
+        ServiceError::FailedPrecondition(format!(
+            "{field}: the model has no {kind} encoder; it takes raw {:?}",
+            [&info.text, &info.audio, &info.video]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        ))
+    };
+    match raw.input {
+        None => Err(ServiceError::invalid(
+            field,
+            "sets none of text, audio, samples or video",
+        )),
+        Some(Input::Text(t)) => {
+            if info.text.is_none() {
+                return Err(missing("text"));
+            }
+            if t.trim().is_empty() {
+                return Err(ServiceError::invalid(format!("{field}.text"), "is empty"));
+            }
+            if t.len() > MAX_TEXT_BYTES {
+                return Err(ServiceError::invalid(
+                    format!("{field}.text"),
+                    format!("has {} bytes, the limit is {MAX_TEXT_BYTES}", t.len()),
+                ));
+            }
+            Ok(RawInput::Text(t))
+        }
+        Some(Input::Audio(bytes)) => {
+            if info.audio.is_none() {
+                return Err(missing("audio"));
+            }
+            let opts = DecodeOptions::new(info.sample_rate, info.max_audio_seconds);
+            let decoded = tokio::task::spawn_blocking(move || decode(&bytes, &opts))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("audio decoding task: {e}")))?;
+            match decoded {
+                Ok(d) => Ok(RawInput::Audio(d.samples)),
+                Err(DecodeError::InvalidOptions(m)) => Err(ServiceError::Internal(m)),
+                Err(e) => Err(ServiceError::invalid(
+                    format!("{field}.audio"),
+                    e.to_string(),
+                )),
+            }
+        }
+        Some(Input::Samples(s)) => {
+            if info.audio.is_none() {
+                return Err(missing("audio"));
+            }
+            let f = format!("{field}.samples");
+            let channels = s.channels.max(1) as usize;
+            if s.sample_rate == 0 || s.sample_rate > MAX_SAMPLE_RATE {
+                return Err(ServiceError::invalid(
+                    format!("{f}.sample_rate"),
+                    format!("must be in 1..={MAX_SAMPLE_RATE}, got {}", s.sample_rate),
+                ));
+            }
+            if s.values.is_empty() || s.values.len() % channels != 0 {
+                return Err(ServiceError::invalid(
+                    format!("{f}.values"),
+                    format!(
+                        "has {} values, not a positive multiple of {channels} channels",
+                        s.values.len()
+                    ),
+                ));
+            }
+            if let Some(i) = s.values.iter().position(|v| !v.is_finite()) {
+                return Err(ServiceError::invalid(
+                    format!("{f}.values[{i}]"),
+                    "is not finite",
+                ));
+            }
+            let seconds = (s.values.len() / channels) as f64 / f64::from(s.sample_rate);
+            if seconds > info.max_audio_seconds {
+                return Err(ServiceError::invalid(
+                    format!("{f}.values"),
+                    format!(
+                        "last {seconds:.1} s, the limit is {} s",
+                        info.max_audio_seconds
+                    ),
+                ));
+            }
+            let (rate, target) = (s.sample_rate, info.sample_rate);
+            let mono: Vec<f32> = s
+                .values
+                .chunks_exact(channels)
+                .map(|c| c.iter().sum::<f32>() / channels as f32)
+                .collect();
+            let wave = tokio::task::spawn_blocking(move || resample(&mono, rate, target))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("resampling task: {e}")))?
+                .map_err(|e| ServiceError::invalid(format!("{f}.values"), e.to_string()))?;
+            Ok(RawInput::Audio(wave))
+        }
+        Some(Input::Video(v)) => {
+            let Some((t, h, w)) = info.video_shape.filter(|_| info.video.is_some()) else {
+                return Err(missing("video"));
+            };
+            let f = format!("{field}.video");
+            if (i64::from(v.frames), i64::from(v.height), i64::from(v.width)) != (t, h, w) {
+                return Err(ServiceError::invalid(
+                    f,
+                    format!(
+                        "is {} x 3 x {} x {}, the encoder takes {t} x 3 x {h} x {w}",
+                        v.frames, v.height, v.width
+                    ),
+                ));
+            }
+            let want = (t * 3 * h * w) as usize;
+            if v.values.len() != want {
+                return Err(ServiceError::invalid(
+                    format!("{f}.values"),
+                    format!("has {} values, expected {want}", v.values.len()),
+                ));
+            }
+            if let Some(i) = v.values.iter().position(|x| !x.is_finite()) {
+                return Err(ServiceError::invalid(
+                    format!("{f}.values[{i}]"),
+                    "is not finite",
+                ));
+            }
+            Ok(RawInput::Video(v.values))
+        }
+    }
+}

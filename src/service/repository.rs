@@ -1,0 +1,415 @@
+//! The model repository: every served model with its worker thread and catalogs, swapped as
+//! a whole on reload.
+//!
+//! With `model_repository` set, every directory under it that holds a `card.json` is a model
+//! (named by its directory); otherwise the one `model` directory is. The default model (the one
+//! a request with an empty `model` gets) is the one named like the `model` directory, else the
+//! first by name. Each model gets its own worker thread ([`ModelWorker`]).
+//!
+//! [`Repository::reload`] (the Reload RPC and SIGHUP) loads every model directory again, each
+//! in a new worker that is warmed up before it takes over, then reads the catalogs again, and
+//! swaps the new [`Registry`] in at once. A request holds the registry it started with, so
+//! requests in flight finish on the old workers (which end once their last request is done):
+//! nothing is dropped. A model or catalog that fails to load keeps its old version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tch::Device;
+
+use super::catalog::{self, CatalogData};
+use super::embedder::{Embedder, EmbedderHandle};
+use super::error::ServiceError;
+use super::metrics;
+use super::worker::{ModelInfo, ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
+use crate::model::artifact;
+
+/// Most raw inputs the encoder worker runs in one pass.
+pub const EMBED_BATCH_INPUTS: usize = 256;
+
+/// One served model.
+pub struct Served {
+    pub info: ModelInfo,
+    pub dir: PathBuf,
+    pub worker: WorkerHandle,
+    pub stats: Arc<WorkerStats>,
+    /// Its catalogs, by name (also installed, as tensors, in its worker).
+    pub catalogs: BTreeMap<String, Arc<CatalogData>>,
+    /// Its encoders' worker, when the model directory has encoders (raw inputs).
+    pub embedder: Option<EmbedderHandle>,
+}
+
+/// What requests see: the served models, by name, and the default's name.
+pub struct Registry {
+    pub models: BTreeMap<String, Arc<Served>>,
+    pub default: String,
+}
+
+impl Registry {
+    /// The model `name`, or the default for "".
+    pub fn model(&self, name: &str) -> Result<&Arc<Served>, ServiceError> {
+        let key = if name.is_empty() { &self.default } else { name };
+        self.models
+            .get(key)
+            .ok_or_else(|| ServiceError::ModelNotFound {
+                name: name.into(),
+                available: self.models.keys().cloned().collect(),
+            })
+    }
+
+    /// The default model first, then the others by name.
+    pub fn ordered(&self) -> Vec<&Arc<Served>> {
+        let mut v: Vec<&Arc<Served>> = self.models.get(&self.default).into_iter().collect();
+        v.extend(
+            self.models
+                .iter()
+                .filter(|(k, _)| **k != self.default)
+                .map(|(_, m)| m),
+        );
+        v
+    }
+}
+
+/// What became of one model or catalog in a (re)load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub name: String,
+    /// Error message when it failed (and the old version, if any, was kept).
+    pub error: Option<String>,
+}
+
+/// The report of a (re)load.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    pub models: Vec<Outcome>,
+    pub catalogs: Vec<Outcome>,
+    pub removed_models: Vec<String>,
+}
+
+/// Where the models and catalogs come from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The single model directory, or the name of the default in the repository.
+    pub model: PathBuf,
+    /// The repository directory ("" = only `model`).
+    pub repository: PathBuf,
+    /// The catalogs directory ("" = none).
+    pub catalogs: PathBuf,
+    pub device: Device,
+    pub worker: WorkerOptions,
+}
+
+/// The current registry, swapped on reload.
+pub struct Repository {
+    sources: Sources,
+    current: RwLock<Option<Arc<Registry>>>,
+    reloading: tokio::sync::Mutex<()>,
+    /// Sends the message of a worker that died (for health).
+    deaths: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Every worker thread started, for the wait at shutdown.
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl Repository {
+    /// A repository with nothing loaded yet; `deaths` receives a message when a worker thread
+    /// dies.
+    pub fn new(sources: Sources, deaths: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        Self {
+            sources,
+            current: RwLock::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+            deaths,
+            threads: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The worker threads started so far (the finished ones included), taken out.
+    pub fn take_threads(&self) -> Vec<std::thread::JoinHandle<()>> {
+        self.threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+    }
+
+    /// The registry now, or UNAVAILABLE while the first load is running.
+    pub fn get(&self) -> Result<Arc<Registry>, ServiceError> {
+        self.current
+            .read()
+            .map_err(|_| ServiceError::Internal("the model registry lock is poisoned".into()))?
+            .clone()
+            .ok_or_else(|| ServiceError::Unavailable("the model is still loading".into()))
+    }
+
+    /// The model directories to serve, by name.
+    pub fn model_dirs(&self) -> Result<BTreeMap<String, PathBuf>, ServiceError> {
+        let s = &self.sources;
+        let mut out = BTreeMap::new();
+        if s.repository.as_os_str().is_empty() {
+            out.insert(dir_name(&s.model), s.model.clone());
+            return Ok(out);
+        }
+        let entries = std::fs::read_dir(&s.repository).map_err(|e| {
+            ServiceError::Config(format!(
+                "model_repository: cannot read {}: {e}",
+                s.repository.display()
+            ))
+        })?;
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.join(artifact::CARD_FILE).is_file() {
+                out.insert(dir_name(&p), p);
+            }
+        }
+        if out.is_empty() {
+            return Err(ServiceError::Config(format!(
+                "model_repository: no model directory (with {}) under {}",
+                artifact::CARD_FILE,
+                s.repository.display()
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn start_worker(&self, dir: &Path) -> Result<Served, ServiceError> {
+        let w = ModelWorker::spawn_with(dir.into(), self.sources.device, self.sources.worker)?;
+        if let Ok(mut t) = self.threads.lock() {
+            t.retain(|h| !h.is_finished());
+            t.push(w.thread);
+        }
+        let info = w
+            .ready
+            .await
+            .map_err(|_| ServiceError::Internal("the model thread ended while loading".into()))??;
+        // The encoders load on their own thread, in parallel with nothing async blocked.
+        let (edir, device) = (dir.to_path_buf(), self.sources.device);
+        let queue = self.sources.worker.queue_capacity;
+        let embedder = tokio::task::spawn_blocking(move || {
+            Embedder::spawn(&edir, device, queue, EMBED_BATCH_INPUTS)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("loading the encoders: {e}")))??;
+        let embedder = embedder.map(|e| {
+            if let Ok(mut t) = self.threads.lock() {
+                t.push(e.thread);
+            }
+            e.handle
+        });
+        let deaths = self.deaths.clone();
+        let died = w.died;
+        let name = info.name.clone();
+        tokio::spawn(async move {
+            if let Ok(msg) = died.await {
+                tracing::error!(model = %name, "{msg}");
+                let _ = deaths.send(format!("model '{name}': {msg}"));
+            }
+        });
+        Ok(Served {
+            info,
+            dir: dir.into(),
+            worker: w.handle,
+            stats: w.stats,
+            catalogs: BTreeMap::new(),
+            embedder,
+        })
+    }
+
+    /// The first load: every model must load (else serving fails); a catalog that does not is
+    /// logged and left out.
+    pub async fn load(&self) -> Result<ReloadReport, ServiceError> {
+        let _one = self.reloading.lock().await;
+        let dirs = self.model_dirs()?;
+        let mut models = BTreeMap::new();
+        let mut report = ReloadReport::default();
+        for (name, dir) in dirs {
+            let served = self.start_worker(&dir).await?;
+            report.models.push(Outcome {
+                name: name.clone(),
+                error: None,
+            });
+            models.insert(name, served);
+        }
+        let registry = self.with_catalogs(models, None, &mut report).await?;
+        self.publish(registry)?;
+        Ok(report)
+    }
+
+    /// Reloads every model and catalog; see the module's documentation.
+    pub async fn reload(&self) -> Result<ReloadReport, ServiceError> {
+        let _one = self.reloading.lock().await;
+        let old = self.get()?;
+        let dirs = self.model_dirs()?;
+        let mut report = ReloadReport::default();
+        let mut models: BTreeMap<String, Served> = BTreeMap::new();
+        let mut kept: BTreeMap<String, Arc<Served>> = BTreeMap::new();
+        for (name, dir) in &dirs {
+            match self.start_worker(dir).await {
+                Ok(served) => {
+                    tracing::info!(model = %name, "reloaded");
+                    report.models.push(Outcome {
+                        name: name.clone(),
+                        error: None,
+                    });
+                    models.insert(name.clone(), served);
+                }
+                Err(e) => {
+                    tracing::error!(model = %name, "reload failed, keeping the old version: {e}");
+                    report.models.push(Outcome {
+                        name: name.clone(),
+                        error: Some(e.to_string()),
+                    });
+                    if let Some(m) = old.models.get(name) {
+                        kept.insert(name.clone(), m.clone());
+                    }
+                }
+            }
+        }
+        // Models gone from the repository stop being served (their workers end after their
+        // last request).
+        report.removed_models = old
+            .models
+            .keys()
+            .filter(|k| !dirs.contains_key(*k))
+            .cloned()
+            .collect();
+        // Kept models get the same treatment as new ones: fresh `Served` with their handle.
+        for (name, m) in kept {
+            models.insert(
+                name,
+                Served {
+                    info: m.info.clone(),
+                    dir: m.dir.clone(),
+                    worker: m.worker.clone(),
+                    stats: m.stats.clone(),
+                    catalogs: m.catalogs.clone(),
+                    embedder: m.embedder.clone(),
+                },
+            );
+        }
+        if models.is_empty() {
+            return Err(ServiceError::Unavailable("no model could be loaded".into()));
+        }
+        let registry = self.with_catalogs(models, Some(&old), &mut report).await?;
+        self.publish(registry)?;
+        Ok(report)
+    }
+
+    /// Reads the catalogs, matches each with its model, installs them in the workers and
+    /// builds the registry. With `old`, a catalog that fails keeps its old version when that
+    /// still fits its model.
+    async fn with_catalogs(
+        &self,
+        mut models: BTreeMap<String, Served>,
+        old: Option<&Registry>,
+        report: &mut ReloadReport,
+    ) -> Result<Registry, ServiceError> {
+        let root = self.sources.catalogs.clone();
+        let read = tokio::task::spawn_blocking(move || catalog::read_all(&root))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("reading the catalogs: {e}")))?
+            .map_err(ServiceError::Config)?;
+        let mut sets: BTreeMap<String, BTreeMap<String, Arc<CatalogData>>> = BTreeMap::new();
+        for (name, got) in read {
+            let fit = got.and_then(|c| {
+                let m = models.get(&c.meta.model).ok_or_else(|| {
+                    format!(
+                        "catalog '{name}' was built for model '{}', which is not served",
+                        c.meta.model
+                    )
+                })?;
+                catalog::check_for_model(&c, &m.info.name, &m.info.fingerprint, m.info.dim)?;
+                Ok(c)
+            });
+            match fit {
+                Ok(c) => {
+                    report.catalogs.push(Outcome {
+                        name: name.clone(),
+                        error: None,
+                    });
+                    sets.entry(c.meta.model.clone())
+                        .or_default()
+                        .insert(name, Arc::new(c));
+                }
+                Err(e) => {
+                    tracing::error!(catalog = %name, "cannot serve the catalog: {e}");
+                    report.catalogs.push(Outcome {
+                        name: name.clone(),
+                        error: Some(e),
+                    });
+                    // Keep the old version if it still fits its (possibly reloaded) model.
+                    let previous = old.and_then(|o| {
+                        o.models
+                            .values()
+                            .find_map(|m| m.catalogs.get(&name).cloned())
+                    });
+                    if let Some(c) = previous {
+                        if let Some(m) = models.get(&c.meta.model) {
+                            if catalog::check_for_model(
+                                &c,
+                                &m.info.name,
+                                &m.info.fingerprint,
+                                m.info.dim,
+                            )
+                            .is_ok()
+                            {
+                                sets.entry(c.meta.model.clone())
+                                    .or_default()
+                                    .insert(name, c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (name, served) in models.iter_mut() {
+            let set = sets.remove(name).unwrap_or_default();
+            let list: Vec<Arc<CatalogData>> = set.values().cloned().collect();
+            served
+                .worker
+                .call(move |ctx| ctx.install_catalogs(&list))
+                .await?;
+            served.catalogs = set;
+        }
+        let names: Vec<String> = models.keys().cloned().collect();
+        let wanted = dir_name(&self.sources.model);
+        let default = if models.contains_key(&wanted) {
+            wanted
+        } else {
+            names.first().cloned().unwrap_or_default()
+        };
+        for m in models.values() {
+            metrics::model_loaded(&m.info.name, &m.info.space, m.info.dim, &m.info.device);
+        }
+        Ok(Registry {
+            models: models.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            default,
+        })
+    }
+
+    fn publish(&self, registry: Registry) -> Result<(), ServiceError> {
+        *self
+            .current
+            .write()
+            .map_err(|_| ServiceError::Internal("the model registry lock is poisoned".into()))? =
+            Some(Arc::new(registry));
+        Ok(())
+    }
+
+    /// Forgets the registry (at shutdown): the workers end once the requests in flight are
+    /// done.
+    pub fn clear(&self) {
+        if let Ok(mut c) = self.current.write() {
+            *c = None;
+        }
+    }
+}
