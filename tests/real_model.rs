@@ -1,0 +1,322 @@
+//! End to end on the real default model (built by scripts/build-default-model.sh: MiniLM +
+//! aisfx encoders, the small CLAP's heads, DiffGAP), through the gRPC server on an ephemeral
+//! port with a real tonic client: text in, ranked audio out; audio in, a bridged text-side
+//! vector out; raw inputs agree with the embeddings Embed returns; bad raw input is refused.
+
+mod support;
+
+use std::path::PathBuf;
+
+use diffgap::service::proto::{
+    self, raw_input::Input, BridgeItem, BridgeRequest, Candidate, EmbedRequest, RankMode,
+    RankRequest, RawInput,
+};
+use support::{client, serve_config, serve_forever, tiny_model};
+use tonic::Code;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn default_model() -> PathBuf {
+    let dir = root().join("models/default");
+    assert!(
+        dir.join("encoders/encoders.json").is_file(),
+        "{} has no encoders: run scripts/build-default-model.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// (caption, wav bytes) of corpus clips of distinct identities from the training split, whose
+/// captions are label-like (e.g. "the sound of a Cello").
+fn corpus_clips(n: usize) -> Vec<(String, String, Vec<u8>)> {
+    let corpus = root().join(".cache/corpus");
+    let manifest = std::fs::read_to_string(corpus.join("manifest.jsonl")).expect("corpus manifest");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for line in manifest.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("manifest line");
+        let identity = v["identity"].as_str().expect("identity").to_string();
+        if v["split"] != "train" || !seen.insert(identity.clone()) {
+            continue;
+        }
+        let bytes = std::fs::read(corpus.join(v["file"].as_str().expect("file"))).expect("clip");
+        out.push((
+            identity,
+            v["caption"].as_str().expect("caption").to_string(),
+            bytes,
+        ));
+        if out.len() == n {
+            break;
+        }
+    }
+    out
+}
+
+fn text(t: &str) -> RawInput {
+    RawInput {
+        input: Some(Input::Text(t.into())),
+    }
+}
+
+fn audio(bytes: &[u8]) -> RawInput {
+    RawInput {
+        input: Some(Input::Audio(bytes.to_vec())),
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| *x as f64 * *y as f64)
+        .sum::<f64>()
+        / (norm(a) * norm(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_in_ranked_audio_out_and_audio_in_bridged_text_out() {
+    let mut cfg = serve_config(&default_model());
+    // Eight float WAV clips in one request.
+    cfg.max_message_bytes = Some(64 << 20);
+    let (addr, _) = serve_forever(cfg);
+    let mut c = client(addr).await;
+    let info = c
+        .info(proto::InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    let m = &info.models[0];
+    assert!(
+        m.raw_modalities.contains(&"text".to_string())
+            && m.raw_modalities.contains(&"audio".to_string()),
+        "{:?}",
+        m.raw_modalities
+    );
+    let clips = corpus_clips(8);
+    assert_eq!(clips.len(), 8);
+
+    // Embed: text and audio bytes in one request, unit vectors of the model's dimension.
+    let mut inputs: Vec<RawInput> = clips.iter().map(|(_, cap, _)| text(cap)).collect();
+    inputs.extend(clips.iter().map(|(_, _, b)| audio(b)));
+    let emb = c
+        .embed(EmbedRequest {
+            model: String::new(),
+            inputs,
+        })
+        .await
+        .expect("embed")
+        .into_inner();
+    assert_eq!(emb.embeddings.len(), 16);
+    for (i, e) in emb.embeddings.iter().enumerate() {
+        let v = &e.embedding.as_ref().expect("embedding").values;
+        assert_eq!(v.len(), m.dim as usize);
+        assert!((norm(v) - 1.0).abs() < 1e-4);
+        assert_eq!(e.modality, if i < 8 { "text" } else { "audio" });
+    }
+    assert!(emb.timings.is_some());
+
+    // Rank: the caption of clip 0 as raw text against the 8 clips as raw audio (fused).
+    let rank = |query: RawInput, mode: RankMode| RankRequest {
+        query_modality: "text".into(),
+        candidate_modality: "audio".into(),
+        raw_query: Some(query),
+        candidates: clips
+            .iter()
+            .map(|(id, _, b)| Candidate {
+                id: id.clone(),
+                embedding: None,
+                raw: Some(audio(b)),
+            })
+            .collect(),
+        mode: mode as i32,
+        top_k: 8,
+        ..Default::default()
+    };
+    let mut hits = 0;
+    for (id, cap, _) in &clips {
+        let r = c
+            .rank(rank(text(cap), RankMode::Fused))
+            .await
+            .expect("rank")
+            .into_inner();
+        assert_eq!(r.results.len(), 8);
+        hits += (r.results.iter().take(3).any(|x| &x.id == id)) as usize;
+    }
+    // Training-split sounds among 8 candidates: the right one should mostly be near the top
+    // (chance of top-3 is 3/8).
+    assert!(
+        hits >= 6,
+        "the right clip was in the top 3 for only {hits} of 8 captions"
+    );
+
+    // Raw text gives exactly what its Embed vector gives.
+    let by_raw = c
+        .rank(rank(text(&clips[0].1), RankMode::Contrastive))
+        .await
+        .expect("rank")
+        .into_inner();
+    let mut by_vec_req = rank(text(&clips[0].1), RankMode::Contrastive);
+    by_vec_req.raw_query = None;
+    by_vec_req.query = emb.embeddings[0].embedding.clone();
+    let by_vec = c.rank(by_vec_req).await.expect("rank").into_inner();
+    for (a, b) in by_raw.results.iter().zip(&by_vec.results) {
+        assert_eq!(a.id, b.id);
+        assert!((a.score - b.score).abs() < 1e-5);
+    }
+
+    // Audio in, a bridged text-side vector out: raw bytes == their Embed vector.
+    let item = |raw: Option<RawInput>, e: Option<proto::Embedding>| BridgeItem {
+        source_modality: "audio".into(),
+        target_modality: "text".into(),
+        embedding: e,
+        raw,
+        seed: Some(7),
+        ..Default::default()
+    };
+    let raw = c
+        .bridge(BridgeRequest {
+            model: String::new(),
+            items: vec![item(Some(audio(&clips[0].2)), None)],
+        })
+        .await
+        .expect("bridge raw audio")
+        .into_inner();
+    let vec = c
+        .bridge(BridgeRequest {
+            model: String::new(),
+            items: vec![item(None, emb.embeddings[8].embedding.clone())],
+        })
+        .await
+        .expect("bridge embedding")
+        .into_inner();
+    let (a, b) = (&raw.embeddings[0].values, &vec.embeddings[0].values);
+    assert_eq!(a.len(), m.dim as usize);
+    assert!(
+        cosine(a, b) > 0.99999,
+        "raw audio and its embedding bridge differently"
+    );
+    // The bridged vector lands nearer its own caption's text embedding than the raw audio does.
+    let caption = &emb.embeddings[0].embedding.as_ref().expect("text").values;
+    let audio_v = &emb.embeddings[8].embedding.as_ref().expect("audio").values;
+    assert!(
+        cosine(a, caption) > cosine(audio_v, caption),
+        "bridging did not move audio towards its caption"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_raw_input_is_refused_with_invalid_argument() {
+    let (addr, _) = serve_forever(serve_config(&default_model()));
+    let mut c = client(addr).await;
+    let embed = |inputs: Vec<RawInput>| EmbedRequest {
+        model: String::new(),
+        inputs,
+    };
+    let cases: Vec<(&str, Vec<RawInput>)> = vec![
+        ("empty request", vec![]),
+        ("empty text", vec![text("   ")]),
+        ("no input set", vec![RawInput { input: None }]),
+        (
+            "undecodable audio",
+            vec![audio(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")],
+        ),
+        ("empty audio", vec![audio(b"")]),
+        (
+            "NaN samples",
+            vec![RawInput {
+                input: Some(Input::Samples(proto::AudioSamples {
+                    values: vec![0.1, f32::NAN],
+                    sample_rate: 44_100,
+                    channels: 1,
+                })),
+            }],
+        ),
+        (
+            "zero sample rate",
+            vec![RawInput {
+                input: Some(Input::Samples(proto::AudioSamples {
+                    values: vec![0.1; 100],
+                    sample_rate: 0,
+                    channels: 1,
+                })),
+            }],
+        ),
+        (
+            "over-long audio",
+            vec![RawInput {
+                input: Some(Input::Samples(proto::AudioSamples {
+                    values: vec![0.1; 8_000 * 120],
+                    sample_rate: 8_000,
+                    channels: 1,
+                })),
+            }],
+        ),
+    ];
+    for (what, inputs) in cases {
+        let e = c.embed(embed(inputs)).await.expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert!(
+            e.message().contains("inputs"),
+            "{what}: the message names no field: {}",
+            e.message()
+        );
+    }
+    // Video: the default model has no video encoder.
+    let e = c
+        .embed(embed(vec![RawInput {
+            input: Some(Input::Video(proto::VideoFrames {
+                values: vec![0.0; 12],
+                frames: 1,
+                height: 2,
+                width: 2,
+            })),
+        }]))
+        .await
+        .expect_err("video");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // The server is still up.
+    let ok = c
+        .embed(embed(vec![text("a dog barks")]))
+        .await
+        .expect("still serving");
+    assert_eq!(ok.into_inner().embeddings.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_without_encoders_refuses_raw_input_with_failed_precondition() {
+    let (addr, _) = serve_forever(serve_config(&tiny_model()));
+    let mut c = client(addr).await;
+    let info = c
+        .info(proto::InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert!(info.models[0].raw_modalities.is_empty());
+    let e = c
+        .embed(EmbedRequest {
+            model: String::new(),
+            inputs: vec![text("a dog barks")],
+        })
+        .await
+        .expect_err("no encoders");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let item = BridgeItem {
+        source_modality: "text".into(),
+        target_modality: "audio".into(),
+        raw: Some(text("a dog barks")),
+        ..Default::default()
+    };
+    let e = c
+        .bridge(BridgeRequest {
+            model: String::new(),
+            items: vec![item],
+        })
+        .await
+        .expect_err("no encoders");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+}
