@@ -320,3 +320,100 @@ async fn a_model_without_encoders_refuses_raw_input_with_failed_precondition() {
         .expect_err("no encoders");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catalog_built_from_an_audio_folder_ranks_like_the_same_clips_inline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sounds = tmp.path().join("sounds-in");
+    std::fs::create_dir_all(&sounds).expect("dir");
+    let clips = corpus_clips(6);
+    let mut names = Vec::new();
+    for (i, (_, _, bytes)) in clips.iter().enumerate() {
+        let name = format!("clip{i}.wav");
+        std::fs::write(sounds.join(&name), bytes).expect("write clip");
+        names.push(name);
+    }
+    let catalogs = tmp.path().join("catalogs");
+    let meta = diffgap::service::catalog::build(&diffgap::service::catalog::BuildArgs {
+        model: default_model(),
+        pairs: None,
+        audio_dir: Some(sounds.clone()),
+        modality: "audio".into(),
+        out: catalogs.join("sounds"),
+        ids: None,
+        seed: 0,
+        device: diffgap::device::DeviceChoice::Cpu,
+    })
+    .expect("catalog build --audio-dir");
+    assert_eq!(meta.ids, names, "ids are the file paths, sorted");
+    assert!(meta.reverse.contains_key("text"));
+
+    let mut cfg = serve_config(&default_model());
+    cfg.catalogs = catalogs;
+    cfg.max_message_bytes = Some(64 << 20);
+    let (addr, _) = serve_forever(cfg);
+    let mut c = client(addr).await;
+    let info = c
+        .info(proto::InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    let cat = &info.models[0].catalogs;
+    assert_eq!(cat.len(), 1);
+    assert_eq!((cat[0].name.as_str(), cat[0].entries), ("sounds", 6));
+
+    for mode in [RankMode::Contrastive, RankMode::Reverse, RankMode::Fused] {
+        let by_catalog = c
+            .rank(RankRequest {
+                query_modality: "text".into(),
+                raw_query: Some(text(&clips[2].1)),
+                catalog: "sounds".into(),
+                mode: mode as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("rank catalog")
+            .into_inner();
+        let inline = c
+            .rank(RankRequest {
+                query_modality: "text".into(),
+                candidate_modality: "audio".into(),
+                raw_query: Some(text(&clips[2].1)),
+                candidates: names
+                    .iter()
+                    .zip(&clips)
+                    .map(|(n, (_, _, b))| Candidate {
+                        id: n.clone(),
+                        embedding: None,
+                        raw: Some(audio(b)),
+                    })
+                    .collect(),
+                mode: mode as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("rank inline")
+            .into_inner();
+        assert_eq!(by_catalog.results.len(), 6);
+        for (a, b) in by_catalog.results.iter().zip(&inline.results) {
+            assert_eq!(a.id, b.id, "{mode:?}");
+            assert!(
+                (a.score - b.score).abs() < 1e-4,
+                "{mode:?}: {} vs {}",
+                a.score,
+                b.score
+            );
+        }
+    }
+    // An unknown catalog is NOT_FOUND.
+    let e = c
+        .rank(RankRequest {
+            query_modality: "text".into(),
+            raw_query: Some(text("a bell")),
+            catalog: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown catalog");
+    assert_eq!(e.code(), Code::NotFound);
+}
