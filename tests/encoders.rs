@@ -257,3 +257,71 @@ fn video_encoder_contract_with_modules_made_here() {
         Ok(_) => panic!("a [D] output passed the video contract"),
     }
 }
+
+#[test]
+fn wav_flac_mp3_and_ogg_of_one_real_clip_decode_like_libsndfile_and_embed_alike() {
+    // A real clip re-encoded by libsndfile (PyPI soundfile, in .venv) into each container, and
+    // libsndfile's own decoding of each file, mixed to mono, as raw little-endian f32.
+    let dir = encoders_dir();
+    let src = dir.join("reference-clips/phone-incoming-call.oga");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        "import soundfile as sf, numpy as np\nx, r = sf.read({src:?}, dtype='float32')\n\
+         for ext, fmt, sub in [('wav', 'WAV', 'PCM_16'), ('flac', 'FLAC', 'PCM_16'), ('mp3', 'MP3', 'MPEG_LAYER_III')]:\n    \
+         p = {out:?} + '/clip.' + ext\n    sf.write(p, x, r, format=fmt, subtype=sub)\n    \
+         y, _ = sf.read(p, dtype='float32')\n    y.mean(axis=1).astype('<f4').tofile(p + '.f32')\n",
+        src = src.display().to_string(),
+        out = tmp.path().display().to_string(),
+    );
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .args(["-c", &script])
+        .status()
+        .expect("running the project's python");
+    assert!(status.success(), "writing the test files with soundfile");
+    let samples = |path: &Path| {
+        let bytes = std::fs::read(path).expect("read");
+        let d = decode(&bytes, &DecodeOptions::new(44_100, 30.0)).expect("decode");
+        assert_eq!(d.source_channels, 2, "{}", path.display());
+        d.samples
+    };
+    let reference = |path: &Path| -> Vec<f32> {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".f32");
+        std::fs::read(PathBuf::from(p))
+            .expect("reference samples")
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    // Lossless containers: exactly libsndfile's samples (up to float rounding of the mix).
+    for ext in ["wav", "flac"] {
+        let path = tmp.path().join(format!("clip.{ext}"));
+        let (ours, theirs) = (samples(&path), reference(&path));
+        assert_eq!(ours.len(), theirs.len(), "{ext}: length");
+        let max = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max < 1e-6, "{ext}: differs from libsndfile by up to {max}");
+    }
+    let enc = AudioEncoder::load(&dir.join("audio.pt"), 44_100, 30.0, Some(512), Device::Cpu)
+        .expect("loading the audio encoder");
+    let embed = |wave: &[f32]| rows(&enc.encode(&[wave]).expect("encode")).remove(0);
+    let wav = embed(&samples(&tmp.path().join("clip.wav")));
+    let flac = embed(&samples(&tmp.path().join("clip.flac")));
+    let ogg = embed(&samples(&src));
+    let mp3_path = tmp.path().join("clip.mp3");
+    let mp3 = samples(&mp3_path);
+    assert!(
+        mp3.len().abs_diff(reference(&mp3_path).len()) < 4096,
+        "MP3 length"
+    );
+    let mp3 = embed(&mp3);
+    // libsndfile rounds floats to 16 bits differently for WAV and FLAC (1 LSB on about half
+    // the samples), which the log-mel front-end shows in the quietest bins.
+    let (c_flac, c_ogg, c_mp3) = (cosine(&flac, &wav), cosine(&ogg, &wav), cosine(&mp3, &wav));
+    assert!(c_flac > 0.999, "FLAC vs WAV: {c_flac}");
+    assert!(c_ogg > 0.999, "OGG vs WAV: {c_ogg}");
+    assert!(c_mp3 > 0.98, "MP3 vs WAV: {c_mp3}");
+}
