@@ -1,23 +1,18 @@
-//! The encoder worker: one OS thread per model that owns the model's encoders
-//! ([`crate::encoders::EncoderSet`]: TorchScript modules and projection heads; their tensors
-//! never leave it), fed by a bounded channel. It serves `Embed` and the raw inputs of `Bridge`,
-//! `Refine` and `Rank`.
-//!
-//! Batching: it takes every request waiting when it wakes (up to `max_batch_inputs` inputs),
-//! runs all their texts through the text encoder as padded batches, their video clips as one
-//! batch, and their audio clips one by one (the audio front-end blocks each clip by its own
-//! length), then answers each request with its rows. Requests past their deadline or whose
-//! client went away are dropped before they are computed. Audio bytes are decoded before they
-//! get here, on the blocking pool: decoding needs no tensors and would stall other requests.
+//! Encoding raw inputs on the model worker: the model's encoders
+//! ([`crate::encoders::EncoderSet`]: TorchScript modules and projection heads) live on the
+//! model's thread next to the denoiser (their tensors never leave it), and Embed requests go
+//! through the same queue and scheduler as Bridge rows: between two denoising steps the worker
+//! takes every Embed request waiting and runs all their texts through the text encoder as
+//! padded batches, their video clips as one batch, and their audio clips one by one (the audio
+//! front-end blocks each clip by its own length). Requests past their deadline or whose client
+//! went away are dropped first. Audio bytes are decoded before they get here, on the blocking
+//! pool: decoding needs no tensors and would stall the steps.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tch::Device;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Span;
 
 use super::error::ServiceError;
@@ -56,76 +51,51 @@ pub struct EmbedderInfo {
     pub dim: i64,
 }
 
-struct Job {
-    inputs: Vec<RawInput>,
-    reply: oneshot::Sender<Result<Embedded, ServiceError>>,
-    span: Span,
-    enqueued: Instant,
-    deadline: Option<Instant>,
+/// An Embed request as the model worker receives it.
+pub struct EmbedJob {
+    pub(crate) inputs: Vec<RawInput>,
+    pub(crate) reply: oneshot::Sender<Result<Embedded, ServiceError>>,
+    pub(crate) span: Span,
+    pub(crate) enqueued: Instant,
+    pub(crate) deadline: Option<Instant>,
 }
 
-#[derive(Clone)]
-pub struct EmbedderHandle {
-    tx: mpsc::Sender<Job>,
-    pub info: Arc<EmbedderInfo>,
-    capacity: usize,
-}
-
-/// The worker thread; joined at shutdown.
-pub struct Embedder {
-    pub handle: EmbedderHandle,
-    pub thread: JoinHandle<()>,
-}
-
-impl Embedder {
-    /// Loads `<model_dir>/encoders` on a new thread; `Ok(None)` when the model has none.
-    pub fn spawn(
-        model_dir: &Path,
-        device: Device,
-        queue_capacity: usize,
-        max_batch_inputs: usize,
-    ) -> Result<Option<Self>, ServiceError> {
-        let dir = model_dir.join(ENCODERS_DIR);
-        if !dir.join(encoders::MANIFEST_FILE).is_file() {
-            return Ok(None);
-        }
-        let (tx, rx) = mpsc::channel::<Job>(queue_capacity.max(1));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let name = format!(
-            "encoders-{}",
-            model_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || match EncoderSet::load(&dir, device) {
-                Ok(set) => {
-                    let _ = ready_tx.send(Ok(info_of(&set)));
-                    run(set, rx, max_batch_inputs.max(1));
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| ServiceError::Internal(format!("starting the encoder thread: {e}")))?;
-        let info = ready_rx
-            .recv()
-            .map_err(|_| ServiceError::Internal("the encoder thread died while loading".into()))?
-            .map_err(|e| ServiceError::Config(format!("loading the encoders: {e}")))?;
-        Ok(Some(Self {
-            handle: EmbedderHandle {
-                tx,
-                info: Arc::new(info),
-                capacity: queue_capacity.max(1),
-            },
-            thread,
-        }))
+impl EmbedJob {
+    pub fn new(
+        inputs: Vec<RawInput>,
+        deadline: Option<Instant>,
+    ) -> (Self, oneshot::Receiver<Result<Embedded, ServiceError>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = Self {
+            inputs,
+            reply,
+            span: Span::current(),
+            enqueued: Instant::now(),
+            deadline,
+        };
+        (job, rx)
     }
 }
 
-fn info_of(set: &EncoderSet) -> EmbedderInfo {
+/// Loads `<model_dir>/encoders` (on the model's thread) and runs each encoder once, so that no
+/// request pays for libtorch's first call; `Ok(None)` when the model has none.
+pub fn load(model_dir: &Path, device: Device) -> Result<Option<EncoderSet>, EncoderError> {
+    let dir = model_dir.join(ENCODERS_DIR);
+    if !dir.join(encoders::MANIFEST_FILE).is_file() {
+        return Ok(None);
+    }
+    let set = EncoderSet::load(&dir, device)?;
+    let _no_grad = tch::no_grad_guard();
+    if set.text.is_some() {
+        let _ = set.embed_text(&["warm-up"])?;
+    }
+    if let Some(a) = &set.audio {
+        let _ = set.embed_audio(&[&vec![0.0f32; a.sample_rate as usize]])?;
+    }
+    Ok(Some(set))
+}
+
+pub fn info_of(set: &EncoderSet) -> EmbedderInfo {
     let m = &set.manifest;
     EmbedderInfo {
         text: m.text.as_ref().map(|t| t.modality.clone()),
@@ -138,113 +108,76 @@ fn info_of(set: &EncoderSet) -> EmbedderInfo {
     }
 }
 
-impl EmbedderHandle {
-    /// Embeds `inputs`; `deadline` is the request's (from grpc-timeout).
-    pub async fn embed(
-        &self,
-        inputs: Vec<RawInput>,
-        deadline: Option<Instant>,
-    ) -> Result<Embedded, ServiceError> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            inputs,
-            reply,
-            span: Span::current(),
-            enqueued: Instant::now(),
-            deadline,
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(ServiceError::Overloaded {
-                    capacity: self.capacity,
-                })
-            }
-            Err(TrySendError::Closed(_)) => {
-                return Err(ServiceError::Unavailable(
-                    "the encoder worker is gone".into(),
-                ))
-            }
+/// Runs the Embed requests that were waiting, as one batch per input kind, between two
+/// denoising steps of the model worker; drops the expired and the abandoned ones first.
+pub fn process(set: Option<&EncoderSet>, mut jobs: Vec<EmbedJob>) {
+    let Some(set) = set else {
+        for j in jobs {
+            let _ = j.reply.send(Err(ServiceError::FailedPrecondition(
+                "this model has no encoders; send embeddings".into(),
+            )));
         }
-        rx.await
-            .map_err(|_| ServiceError::Unavailable("the encoder worker is gone".into()))?
+        return;
+    };
+    let now = Instant::now();
+    jobs.retain_mut(|j| {
+        if j.reply.is_closed() {
+            metrics::counter!("diffgap_embed_dropped_total", "reason" => "cancelled").increment(1);
+            return false;
+        }
+        if j.deadline.is_some_and(|d| d <= now) {
+            metrics::counter!("diffgap_embed_dropped_total", "reason" => "deadline").increment(1);
+            let (tx, _) = oneshot::channel();
+            let reply = std::mem::replace(&mut j.reply, tx);
+            let _ = reply.send(Err(ServiceError::DeadlineExceeded));
+            return false;
+        }
+        true
+    });
+    if jobs.is_empty() {
+        return;
     }
-}
-
-fn run(set: EncoderSet, mut rx: mpsc::Receiver<Job>, max_inputs: usize) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].inputs.len();
-        while n < max_inputs {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.inputs.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
+    let n: usize = jobs.iter().map(|j| j.inputs.len()).sum();
+    let started = Instant::now();
+    let result = embed_all(set, &jobs);
+    let compute = started.elapsed();
+    metrics::histogram!("diffgap_embed_batch_inputs").record(n as f64);
+    match result {
+        Ok(per_job) => {
+            for (job, (rows, modalities)) in jobs.into_iter().zip(per_job) {
+                let _enter = job.span.enter();
+                let _ = job.reply.send(Ok(Embedded {
+                    rows,
+                    modalities,
+                    queue: started.saturating_duration_since(job.enqueued),
+                    compute,
+                }));
             }
         }
-        let now = Instant::now();
-        jobs.retain_mut(|j| {
-            if j.reply.is_closed() {
-                metrics::counter!("diffgap_embed_dropped_total", "reason" => "cancelled")
-                    .increment(1);
-                return false;
+        // A shared batch failed: run each request alone so one bad input fails only its own
+        // request.
+        Err(_) if jobs.len() > 1 => {
+            for job in jobs {
+                let t0 = Instant::now();
+                let out = embed_all(set, std::slice::from_ref(&job));
+                let compute = t0.elapsed();
+                let _ = job.reply.send(match out {
+                    Ok(mut v) => {
+                        let (rows, modalities) = v.pop().unwrap_or_default();
+                        Ok(Embedded {
+                            rows,
+                            modalities,
+                            queue: t0.saturating_duration_since(job.enqueued),
+                            compute,
+                        })
+                    }
+                    Err(e) => Err(map_error(e)),
+                });
             }
-            if j.deadline.is_some_and(|d| d <= now) {
-                metrics::counter!("diffgap_embed_dropped_total", "reason" => "deadline")
-                    .increment(1);
-                let (tx, _) = oneshot::channel();
-                let reply = std::mem::replace(&mut j.reply, tx);
-                let _ = reply.send(Err(ServiceError::DeadlineExceeded));
-                return false;
-            }
-            true
-        });
-        if jobs.is_empty() {
-            continue;
         }
-        let started = Instant::now();
-        let result = embed_all(&set, &jobs);
-        let compute = started.elapsed();
-        metrics::histogram!("diffgap_embed_batch_inputs").record(n as f64);
-        match result {
-            Ok(per_job) => {
-                for (job, (rows, modalities)) in jobs.into_iter().zip(per_job) {
-                    let _enter = job.span.enter();
-                    let _ = job.reply.send(Ok(Embedded {
-                        rows,
-                        modalities,
-                        queue: started.saturating_duration_since(job.enqueued),
-                        compute,
-                    }));
-                }
-            }
-            // A shared batch failed: run each request alone so one bad input fails only its
-            // own request.
-            Err(_) if jobs.len() > 1 => {
-                for job in jobs {
-                    let t0 = Instant::now();
-                    let out = embed_all(&set, std::slice::from_ref(&job));
-                    let compute = t0.elapsed();
-                    let _ = job.reply.send(match out {
-                        Ok(mut v) => {
-                            let (rows, modalities) = v.pop().unwrap_or_default();
-                            Ok(Embedded {
-                                rows,
-                                modalities,
-                                queue: t0.saturating_duration_since(job.enqueued),
-                                compute,
-                            })
-                        }
-                        Err(e) => Err(map_error(e)),
-                    });
-                }
-            }
-            Err(e) => {
-                if let Some(job) = jobs.pop() {
-                    let _ = job.reply.send(Err(map_error(e)));
-                }
+        Err(e) => {
+            if let Some(job) = jobs.pop() {
+                let _ = job.reply.send(Err(map_error(e)));
             }
         }
     }
@@ -253,7 +186,7 @@ fn run(set: EncoderSet, mut rx: mpsc::Receiver<Job>, max_inputs: usize) {
 type JobRows = (Vec<Vec<f32>>, Vec<String>);
 
 /// Runs every input of `jobs` through its encoder, grouped by kind, and scatters the rows back.
-fn embed_all(set: &EncoderSet, jobs: &[Job]) -> Result<Vec<JobRows>, EncoderError> {
+fn embed_all(set: &EncoderSet, jobs: &[EmbedJob]) -> Result<Vec<JobRows>, EncoderError> {
     let mut texts: Vec<&str> = Vec::new();
     let mut audio: Vec<&[f32]> = Vec::new();
     let mut video: Vec<&[f32]> = Vec::new();

@@ -325,7 +325,14 @@ impl DiffgapService {
                 raw,
             })
             .collect();
-        let out = raw_input::resolve(s.embedder.as_ref(), &s.info.name, slots, deadline).await?;
+        let out = raw_input::resolve(
+            &s.worker,
+            s.info.encoders.as_ref(),
+            &s.info.name,
+            slots,
+            deadline,
+        )
+        .await?;
         Ok(proto::EmbedResponse {
             embeddings: out
                 .rows
@@ -348,7 +355,7 @@ impl DiffgapService {
             .into_iter()
             .map(|s| {
                 let m = &s.info;
-                let enc = s.embedder.as_ref().map(|e| e.info.clone());
+                let enc = m.encoders.clone();
                 proto::ModelInfo {
                     name: m.name.clone(),
                     space: m.space.clone(),
@@ -569,7 +576,14 @@ async fn resolve_all(
     if slots.is_empty() {
         return Ok((Duration::ZERO, Duration::ZERO));
     }
-    let out = raw_input::resolve(s.embedder.as_ref(), &s.info.name, slots, deadline).await?;
+    let out = raw_input::resolve(
+        &s.worker,
+        s.info.encoders.as_ref(),
+        &s.info.name,
+        slots,
+        deadline,
+    )
+    .await?;
     for (i, values) in at.into_iter().zip(out.rows) {
         fields[i].resolved = Some(values);
     }

@@ -1,12 +1,14 @@
 //! Raw inputs (text, audio bytes or samples, video frames) of a request, validated, decoded and
-//! run through the model's encoder worker ([`super::embedder`]) before the request goes on as
-//! embeddings. Audio is decoded on the blocking pool, never on the async workers.
+//! run through the model's encoders ([`super::embedder`]) before the request goes on as
+//! embeddings. Audio is decoded on the blocking pool, never on the async workers; the encoders
+//! run on the model worker ([`WorkerHandle::embed`]).
 
 use std::time::Instant;
 
-use super::embedder::{EmbedderHandle, RawInput};
+use super::embedder::{EmbedderInfo, RawInput};
 use super::error::ServiceError;
 use super::proto::{self, raw_input::Input};
+use super::worker::WorkerHandle;
 use crate::audio::decode::{decode, DecodeError, DecodeOptions};
 use crate::audio::resample::resample;
 use crate::encoders::text::MAX_TEXT_BYTES;
@@ -24,12 +26,13 @@ pub struct Slot {
 
 /// The embeddings of `slots`, in order, each checked to be of its slot's modality.
 pub async fn resolve(
-    embedder: Option<&EmbedderHandle>,
+    worker: &WorkerHandle,
+    encoders: Option<&EmbedderInfo>,
     model: &str,
     slots: Vec<Slot>,
     deadline: Option<Instant>,
 ) -> Result<Embedded, ServiceError> {
-    let embedder = embedder.ok_or_else(|| {
+    let info = encoders.ok_or_else(|| {
         ServiceError::FailedPrecondition(format!(
             "model '{model}' has no encoders; send embeddings instead of raw inputs"
         ))
@@ -37,10 +40,10 @@ pub async fn resolve(
     let mut inputs = Vec::with_capacity(slots.len());
     let mut fields = Vec::with_capacity(slots.len());
     for s in slots {
-        inputs.push(prepare(embedder, &s.field, s.raw).await?);
+        inputs.push(prepare(info, &s.field, s.raw).await?);
         fields.push((s.field, s.modality));
     }
-    let out = embedder.embed(inputs, deadline).await?;
+    let out = worker.embed(inputs, deadline).await?;
     for ((field, want), got) in fields.iter().zip(&out.modalities) {
         if !want.is_empty() && want != got {
             return Err(ServiceError::invalid(
@@ -61,11 +64,10 @@ pub use super::embedder::Embedded;
 
 /// Checks one raw input against the encoders and turns it into what the encoder worker takes.
 async fn prepare(
-    embedder: &EmbedderHandle,
+    info: &EmbedderInfo,
     field: &str,
     raw: proto::RawInput,
 ) -> Result<RawInput, ServiceError> {
-    let info = &embedder.info;
     let missing = |kind: &str| {
         ServiceError::FailedPrecondition(format!(
             "{field}: the model has no {kind} encoder; it takes raw {:?}",

@@ -19,14 +19,10 @@ use std::sync::{Arc, RwLock};
 use tch::Device;
 
 use super::catalog::{self, CatalogData};
-use super::embedder::{Embedder, EmbedderHandle};
 use super::error::ServiceError;
 use super::metrics;
 use super::worker::{ModelInfo, ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
 use crate::model::artifact;
-
-/// Most raw inputs the encoder worker runs in one pass.
-pub const EMBED_BATCH_INPUTS: usize = 256;
 
 /// One served model.
 pub struct Served {
@@ -36,8 +32,6 @@ pub struct Served {
     pub stats: Arc<WorkerStats>,
     /// Its catalogs, by name (also installed, as tensors, in its worker).
     pub catalogs: BTreeMap<String, Arc<CatalogData>>,
-    /// Its encoders' worker, when the model directory has encoders (raw inputs).
-    pub embedder: Option<EmbedderHandle>,
 }
 
 /// What requests see: the served models, by name, and the default's name.
@@ -191,20 +185,6 @@ impl Repository {
             .ready
             .await
             .map_err(|_| ServiceError::Internal("the model thread ended while loading".into()))??;
-        // The encoders load on their own thread, in parallel with nothing async blocked.
-        let (edir, device) = (dir.to_path_buf(), self.sources.device);
-        let queue = self.sources.worker.queue_capacity;
-        let embedder = tokio::task::spawn_blocking(move || {
-            Embedder::spawn(&edir, device, queue, EMBED_BATCH_INPUTS)
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("loading the encoders: {e}")))??;
-        let embedder = embedder.map(|e| {
-            if let Ok(mut t) = self.threads.lock() {
-                t.push(e.thread);
-            }
-            e.handle
-        });
         let deaths = self.deaths.clone();
         let died = w.died;
         let name = info.name.clone();
@@ -220,7 +200,6 @@ impl Repository {
             worker: w.handle,
             stats: w.stats,
             catalogs: BTreeMap::new(),
-            embedder,
         })
     }
 
@@ -292,7 +271,6 @@ impl Repository {
                     worker: m.worker.clone(),
                     stats: m.stats.clone(),
                     catalogs: m.catalogs.clone(),
-                    embedder: m.embedder.clone(),
                 },
             );
         }

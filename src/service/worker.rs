@@ -25,11 +25,13 @@ use tracing::Span;
 
 use super::catalog::CatalogData;
 use super::config::ServeConfig;
+use super::embedder::{self, EmbedJob, Embedded, EmbedderInfo, RawInput};
 use super::error::ServiceError;
 use super::scheduler::{drop_reason, DropReason, Scheduler};
 pub use super::scheduler::{Batching, StatsSnapshot, WorkerStats};
 use crate::device::describe;
 use crate::diffusion::sampler::{RowStep, SampleOptions};
+use crate::encoders::EncoderSet;
 use crate::model::card::{FusionWeights, SamplingDefaults};
 use crate::model::{artifact, DiffgapModel, ModelError};
 
@@ -105,6 +107,8 @@ pub struct ModelInfo {
     pub device: String,
     /// `sha256:<hex>` of the TorchScript file: what catalogs are built for.
     pub fingerprint: String,
+    /// The model's encoders (raw inputs), when its directory has them.
+    pub encoders: Option<EmbedderInfo>,
 }
 
 impl ModelInfo {
@@ -126,6 +130,7 @@ impl ModelInfo {
             fusion: c.fusion.clone(),
             device: describe(model.device()),
             fingerprint: fingerprint(c),
+            encoders: None,
         }
     }
 }
@@ -138,12 +143,25 @@ pub type Call = Box<dyn FnOnce(&mut WorkerCtx<'_>) + Send>;
 pub(crate) enum Msg {
     Rows(Job),
     Call(Call),
+    Embed(EmbedJob),
 }
 
 /// What a [`Call`] sees: the model and the catalogs installed on this worker.
 pub struct WorkerCtx<'m> {
     pub model: &'m DiffgapModel,
     pub catalogs: BTreeMap<String, DeviceCatalog>,
+    pub encoders: Option<EncoderSet>,
+    /// Embed requests taken from the queue, run together before the next step.
+    pub(crate) embeds: Vec<EmbedJob>,
+}
+
+impl WorkerCtx<'_> {
+    /// Runs the waiting Embed requests as one batch.
+    fn flush_embeds(&mut self) {
+        if !self.embeds.is_empty() {
+            embedder::process(self.encoders.as_ref(), std::mem::take(&mut self.embeds));
+        }
+    }
 }
 
 /// A catalog's tensors on the model's device, and the plain data they come from.
@@ -254,6 +272,20 @@ impl WorkerHandle {
                 ServiceError::Unavailable("the model worker has stopped".into())
             }
         })
+    }
+
+    /// Encodes raw inputs with the model's encoders, batched with the other Embed requests
+    /// waiting, between two denoising steps. RESOURCE_EXHAUSTED when the queue is full.
+    pub async fn embed(
+        &self,
+        inputs: Vec<RawInput>,
+        deadline: Option<Instant>,
+    ) -> Result<Embedded, ServiceError> {
+        let (job, answer) = EmbedJob::new(inputs, deadline);
+        self.send(Msg::Embed(job))?;
+        answer.await.map_err(|_| {
+            ServiceError::Unavailable("the model worker stopped before answering".into())
+        })?
     }
 
     /// Runs `f` on the model thread (between two denoising steps) and returns its result.
@@ -371,13 +403,25 @@ impl ModelWorker {
             .spawn(move || {
                 let _watch = DeathWatch(Some(died_tx));
                 let loaded = artifact::load(&dir, device)
-                    .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m));
+                    .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
+                    .and_then(|m| {
+                        embedder::load(&dir, device).map(|e| (m, e)).map_err(|e| {
+                            ModelError::Artifact {
+                                dir: dir.clone(),
+                                detail: format!("encoders: {e}"),
+                            }
+                        })
+                    });
                 match loaded {
-                    Ok(model) => {
-                        if ready_tx.send(Ok(ModelInfo::of(&model))).is_ok() {
+                    Ok((model, encoders)) => {
+                        let mut info = ModelInfo::of(&model);
+                        info.encoders = encoders.as_ref().map(embedder::info_of);
+                        if ready_tx.send(Ok(info)).is_ok() {
                             let ctx = WorkerCtx {
                                 model: &model,
                                 catalogs: BTreeMap::new(),
+                                encoders,
+                                embeds: Vec::new(),
                             };
                             match opts.batching {
                                 Batching::Step => run_steps(ctx, rx, opts, &thread_stats),
@@ -476,6 +520,7 @@ fn run_steps(
                     call(&mut ctx);
                     continue;
                 }
+                Some(Msg::Embed(job)) => ctx.embeds.push(job),
                 None => return,
             }
         }
@@ -483,9 +528,14 @@ fn run_steps(
             match rx.try_recv() {
                 Ok(Msg::Rows(job)) => sched.accept(job, Instant::now()),
                 Ok(Msg::Call(call)) => call(&mut ctx),
+                Ok(Msg::Embed(job)) => ctx.embeds.push(job),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }
+        }
+        ctx.flush_embeds();
+        if sched.is_idle() {
+            continue;
         }
         let now = Instant::now();
         sched.sweep(now);
@@ -515,6 +565,7 @@ fn fill_for(
                 sched.admit(Instant::now());
             }
             Ok(Msg::Call(call)) => call(ctx),
+            Ok(Msg::Embed(job)) => ctx.embeds.push(job),
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
                 let now = Instant::now();
@@ -541,6 +592,21 @@ fn run(mut ctx: WorkerCtx<'_>, mut rx: mpsc::Receiver<Msg>, max_rows: usize, sta
                     call(&mut ctx);
                     continue;
                 }
+                Some(Msg::Embed(job)) => {
+                    ctx.embeds.push(job);
+                    while let Ok(msg) = rx.try_recv() {
+                        match msg {
+                            Msg::Embed(job) => ctx.embeds.push(job),
+                            Msg::Call(call) => call(&mut ctx),
+                            Msg::Rows(job) => {
+                                carried = Some(job);
+                                break;
+                            }
+                        }
+                    }
+                    ctx.flush_embeds();
+                    continue;
+                }
                 None => return,
             },
         };
@@ -557,9 +623,11 @@ fn run(mut ctx: WorkerCtx<'_>, mut rx: mpsc::Receiver<Msg>, max_rows: usize, sta
                     jobs.push(job);
                 }
                 Ok(Msg::Call(call)) => call(&mut ctx),
+                Ok(Msg::Embed(job)) => ctx.embeds.push(job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        ctx.flush_embeds();
         metrics::gauge!("diffgap_queue_depth")
             .set((rx.len() + jobs.len() + usize::from(carried.is_some())) as f64);
         run_batch(model, jobs, stats);
