@@ -417,3 +417,77 @@ async fn a_catalog_built_from_an_audio_folder_ranks_like_the_same_clips_inline()
         .expect_err("unknown catalog");
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_embeds_and_bridges_share_the_worker_and_embeds_are_batch_invariant() {
+    let (addr, _) = serve_forever(serve_config(&default_model()));
+    let c = client(addr).await;
+    let captions: Vec<String> = corpus_clips(12)
+        .into_iter()
+        .map(|(_, cap, _)| cap)
+        .collect();
+    // Alone, one request per caption.
+    let mut alone = Vec::new();
+    for cap in &captions {
+        let r = c
+            .clone()
+            .embed(EmbedRequest {
+                model: String::new(),
+                inputs: vec![text(cap)],
+            })
+            .await
+            .expect("embed alone")
+            .into_inner();
+        alone.push(r.embeddings[0].embedding.clone().expect("embedding").values);
+    }
+    // All at once, with Bridge requests in the same queue: the worker batches the waiting
+    // Embed requests (texts of different lengths padded together) between denoising steps.
+    let mut tasks = Vec::new();
+    for (i, cap) in captions.iter().enumerate() {
+        let mut c1 = c.clone();
+        let cap = cap.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c1
+                .embed(EmbedRequest {
+                    model: String::new(),
+                    inputs: vec![text(&cap)],
+                })
+                .await
+                .expect("embed under load")
+                .into_inner();
+            (
+                i,
+                Some(r.embeddings[0].embedding.clone().expect("embedding").values),
+            )
+        }));
+        let mut c2 = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let item = BridgeItem {
+                source_modality: "text".into(),
+                target_modality: "audio".into(),
+                raw: Some(text("a bell rings")),
+                seed: Some(i as u64),
+                ..Default::default()
+            };
+            let r = c2
+                .bridge(BridgeRequest {
+                    model: String::new(),
+                    items: vec![item],
+                })
+                .await
+                .expect("bridge under load")
+                .into_inner();
+            assert_eq!(r.embeddings.len(), 1);
+            (i, None)
+        }));
+    }
+    for t in tasks {
+        if let (i, Some(v)) = t.await.expect("task") {
+            let c = cosine(&v, &alone[i]);
+            assert!(
+                c > 0.99999,
+                "caption {i}: batched embedding differs (cosine {c})"
+            );
+        }
+    }
+}
