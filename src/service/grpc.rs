@@ -728,11 +728,13 @@ impl Diffgap for DiffgapService {
         let observation = metrics::RpcObservation::start("BridgeStream", self.model_label(""));
         let span = tracing::info_span!("rpc", rpc = "BridgeStream", request_id = %id);
         let (pending_tx, mut pending_rx) = tokio::sync::mpsc::channel::<
-            tokio::task::JoinHandle<Result<proto::BridgeStreamResponse, ServiceError>>,
+            tokio::task::JoinHandle<Result<proto::BridgeStreamResponse, Status>>,
         >(STREAM_CHUNKS_IN_FLIGHT);
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
-        // Reader: validates chunks and starts their work, in order.
-        let reader_out = out_tx.clone();
+        // Reader: validates chunks and starts their work, in order. A bad chunk goes through
+        // the same queue as a finished task, so that it ends the stream only after the chunks
+        // before it are answered.
+        let fail = |e: Status| tokio::spawn(std::future::ready(Err(e)));
         tokio::spawn(
             async move {
                 let mut served: Option<Arc<Served>> = None;
@@ -743,7 +745,7 @@ impl Diffgap for DiffgapService {
                     let req = match msg {
                         Ok(r) => r,
                         Err(status) => {
-                            let _ = reader_out.send(Err(status)).await;
+                            let _ = pending_tx.send(fail(status)).await;
                             return;
                         }
                     };
@@ -757,7 +759,7 @@ impl Diffgap for DiffgapService {
                                         req.model, s.info.name
                                     ),
                                 );
-                                let _ = reader_out.send(Err(Status::from(e))).await;
+                                let _ = pending_tx.send(fail(Status::from(e))).await;
                                 return;
                             }
                             s.clone()
@@ -768,14 +770,14 @@ impl Diffgap for DiffgapService {
                                 s
                             }
                             Err(e) => {
-                                let _ = reader_out.send(Err(Status::from(e))).await;
+                                let _ = pending_tx.send(fail(Status::from(e))).await;
                                 return;
                             }
                         },
                     };
                     let n = req.items.len();
                     if let Err(e) = check_count("items", n, max_items) {
-                        let _ = reader_out.send(Err(Status::from(e))).await;
+                        let _ = pending_tx.send(fail(Status::from(e))).await;
                         return;
                     }
                     if next_item + n as u64 > validate::MAX_STREAM_ITEMS {
@@ -787,7 +789,7 @@ impl Diffgap for DiffgapService {
                                 validate::MAX_STREAM_ITEMS
                             ),
                         );
-                        let _ = reader_out.send(Err(Status::from(e))).await;
+                        let _ = pending_tx.send(fail(Status::from(e))).await;
                         return;
                     }
                     let first = next_item;
@@ -828,8 +830,7 @@ impl Diffgap for DiffgapService {
                 let mut status = "ok";
                 while let Some(task) = pending_rx.recv().await {
                     let answer = match task.await {
-                        Ok(Ok(r)) => Ok(r),
-                        Ok(Err(e)) => Err(Status::from(e)),
+                        Ok(answer) => answer,
                         Err(e) => Err(Status::internal(format!("chunk task: {e}"))),
                     };
                     let failed = answer.is_err();

@@ -135,7 +135,19 @@ pub async fn rank(
         }
         Candidates::Catalog { name, ids } => {
             let catalog_name = Some(name.clone());
-            let query = plan.query.clone();
+            // Cosines, as the inline scores: the entries are L2-normalised, the query too.
+            let norm = plan
+                .query
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
+            let query: Vec<f32> = plan
+                .query
+                .iter()
+                .map(|&v| (f64::from(v) / norm) as f32)
+                .collect();
             let q_mod = q.clone();
             // Every entry is scored, so that the generative short list and top_k come from
             // the exact fused order.

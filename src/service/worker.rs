@@ -535,6 +535,8 @@ fn run_steps(
         }
         ctx.flush_embeds();
         if sched.is_idle() {
+            // E.g. every request taken was dropped: nothing waits any more.
+            metrics::gauge!("diffgap_queue_depth").set(rx.len() as f64);
             continue;
         }
         let now = Instant::now();
@@ -557,6 +559,9 @@ fn fill_for(
         return;
     }
     let until = Instant::now() + wait;
+    // The first request's rows count against the budget too (`wants_more` is false while a
+    // request waits for admission).
+    sched.admit(Instant::now());
     while sched.wants_more() {
         match rx.try_recv() {
             Ok(Msg::Rows(job)) => {
