@@ -1,0 +1,831 @@
+//! The service's newer features end to end, against the real server on an ephemeral port and
+//! the generated tonic client: Refine, BridgeStream, catalogs, generative Rank, the model
+//! repository with Reload, deadlines (seen through /metrics) and the batch wait.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use diffgap::device::DeviceChoice;
+use diffgap::diffusion::sampler::SampleOptions;
+use diffgap::model::{artifact, row_seed};
+use diffgap::service::catalog::{self, BuildArgs};
+use diffgap::service::proto::diffgap_client::DiffgapClient;
+use diffgap::service::proto::{
+    BridgeItem, BridgeRequest, BridgeStreamRequest, BridgeStreamResponse, Candidate, Embedding,
+    InfoRequest, RankMode, RankRequest, Ranked, RefineRequest, ReloadRequest,
+};
+use diffgap::service::ServeConfig;
+use support::{sample, scrape, serve_config, tiny_model};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+const DIM: usize = support::TINY_DIM;
+/// The catalog served by [`server`].
+const CATALOG: &str = "sounds";
+
+/// The metrics recorder is one per process: the tests that read counters deltas run alone
+/// (write), every other test that runs the model takes a read turn.
+static TURN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A catalog of the tiny model's audio, built once into `<tmp>/catalogs/sounds`: the
+/// catalogs directory.
+fn catalogs_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let pairs = support::synth_file(&dir, "catalog.safetensors", 24, DIM, 9);
+        let root = dir.join("catalogs");
+        let meta = catalog::build(&BuildArgs {
+            model: tiny_model(),
+            pairs: Some(pairs),
+            audio_dir: None,
+            modality: "audio".into(),
+            out: root.join(CATALOG),
+            ids: None,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+        })
+        .expect("building the catalog");
+        assert_eq!(meta.model, "model");
+        root
+    })
+    .clone()
+}
+
+/// One server of the tiny model with the catalog, for the whole binary.
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let mut cfg = serve_config(&tiny_model());
+        cfg.max_items_per_request = 64;
+        cfg.catalogs = catalogs_dir();
+        support::serve_forever(cfg).0
+    })
+}
+
+async fn client() -> DiffgapClient<Channel> {
+    support::client(server()).await
+}
+
+fn vector(seed: u64) -> Vec<f32> {
+    support::vector(seed, DIM)
+}
+
+fn emb(values: Vec<f32>) -> Option<Embedding> {
+    Some(Embedding { values })
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "component {i}: {x} vs {y}");
+    }
+}
+
+/// An INVALID_ARGUMENT whose message starts with `field`.
+fn assert_invalid(e: &Status, field: &str) {
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().starts_with(&format!("{field}:")),
+        "expected a message about {field}: {}",
+        e.message()
+    );
+}
+
+// ---------------------------------------------------------------------------------- Refine
+
+fn refine_request(x: &[f32], partner: &[f32]) -> RefineRequest {
+    RefineRequest {
+        modality: "audio".into(),
+        embedding: emb(x.to_vec()),
+        partner: emb(partner.to_vec()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn refine_matches_the_in_process_model() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let (x, p) = (vector(21), vector(22));
+    let mut req = refine_request(&x, &p);
+    req.partner_modality = "text".into();
+    req.strength = Some(0.5);
+    req.steps = Some(8);
+    req.samples = Some(2);
+    req.seed = Some(5);
+    let got = c.refine(req).await.expect("refine").into_inner();
+    assert!(got.timings.expect("timings").compute_ns > 0);
+    let got = got.embedding.expect("an embedding").values;
+    // Defaults: the other modality as partner, the model's strength, steps and samples, and
+    // the seed of a one-item Bridge without one.
+    let dflt = c
+        .refine(refine_request(&x, &p))
+        .await
+        .expect("refine with defaults")
+        .into_inner()
+        .embedding
+        .expect("an embedding")
+        .values;
+
+    let model = artifact::load(&tiny_model(), tch::Device::Cpu).expect("load");
+    let t = |v: &[f32]| tch::Tensor::from_slice(v).view([1, DIM as i64]);
+    let local = |seed: u64, strength: f64, opts: SampleOptions| -> Vec<f32> {
+        let out = model
+            .refine(&t(&x), "audio", &t(&p), "text", &[seed], strength, opts)
+            .expect("refine");
+        Vec::<f32>::try_from(&out.view([-1])).expect("to vec")
+    };
+    let opts = SampleOptions {
+        steps: 8,
+        guidance: model.card.defaults.guidance,
+        samples: 2,
+    };
+    assert_close(&got, &local(5, 0.5, opts), 1e-5);
+    let d = model.card.defaults;
+    let defaults = SampleOptions {
+        steps: d.steps,
+        guidance: d.guidance,
+        samples: d.samples,
+    };
+    assert_close(
+        &dflt,
+        &local(row_seed(0, 0), d.refine_strength, defaults),
+        1e-5,
+    );
+    let norm: f32 = got.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "output norm {norm}");
+    // A refinement stays closer to its input at a small strength than at a full one.
+    assert_ne!(got, dflt);
+}
+
+#[tokio::test]
+async fn refine_refuses_bad_requests_naming_the_field() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let (x, p) = (vector(23), vector(24));
+    for bad in [0.0, 1.5, f32::NAN, -0.1] {
+        let mut req = refine_request(&x, &p);
+        req.strength = Some(bad);
+        let e = c.refine(req).await.expect_err("bad strength");
+        assert_invalid(&e, "strength");
+    }
+    let mut req = refine_request(&x, &p);
+    req.partner = None;
+    assert_invalid(&c.refine(req).await.expect_err("no partner"), "partner");
+    let mut req = refine_request(&x, &p);
+    req.embedding = None;
+    assert_invalid(&c.refine(req).await.expect_err("no embedding"), "embedding");
+    let e = c
+        .refine(refine_request(&x[..DIM - 1], &p))
+        .await
+        .expect_err("short embedding");
+    assert_invalid(&e, "embedding.values");
+    let e = c
+        .refine(refine_request(&x, &[p.clone(), vec![0.1]].concat()))
+        .await
+        .expect_err("long partner");
+    assert_invalid(&e, "partner.values");
+    let mut req = refine_request(&x, &p);
+    req.modality = "smell".into();
+    assert_invalid(&c.refine(req).await.expect_err("modality"), "modality");
+    let mut req = refine_request(&x, &p);
+    req.steps = Some(0);
+    assert_invalid(&c.refine(req).await.expect_err("steps"), "steps");
+}
+
+// ---------------------------------------------------------------------------- BridgeStream
+
+/// Items 0..n, alternating directions, some with a seed and some without.
+fn stream_items(n: u64) -> Vec<BridgeItem> {
+    (0..n)
+        .map(|i| {
+            let (from, to) = if i % 2 == 0 {
+                ("text", "audio")
+            } else {
+                ("audio", "text")
+            };
+            let seed = (i % 3 == 0).then_some(500 + i);
+            let mut it = BridgeItem::new(from, to, vector(300 + i), seed);
+            it.steps = Some(4 + (i % 2) as u32);
+            it
+        })
+        .collect()
+}
+
+fn chunk(model: &str, items: Vec<BridgeItem>) -> BridgeStreamRequest {
+    BridgeStreamRequest {
+        model: model.into(),
+        items,
+    }
+}
+
+/// Streams `chunks`; the answers received, then the status that ended the stream (None: OK).
+async fn stream(
+    c: &mut DiffgapClient<Channel>,
+    chunks: Vec<BridgeStreamRequest>,
+) -> (Vec<BridgeStreamResponse>, Option<Status>) {
+    let mut answers = Vec::new();
+    let mut s = match c.bridge_stream(tokio_stream::iter(chunks)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return (answers, Some(e)),
+    };
+    loop {
+        match s.message().await {
+            Ok(Some(r)) => answers.push(r),
+            Ok(None) => return (answers, None),
+            Err(e) => return (answers, Some(e)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bridge_stream_equals_one_unary_bridge_in_order() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let items = stream_items(7);
+    let unary: Vec<Vec<f32>> = c
+        .bridge(BridgeRequest::new(items.clone()))
+        .await
+        .expect("bridge")
+        .into_inner()
+        .embeddings
+        .into_iter()
+        .map(|e| e.values)
+        .collect();
+    let sizes = [2usize, 3, 1, 1];
+    let mut chunks = Vec::new();
+    let mut rest = items.into_iter();
+    for (k, n) in sizes.iter().enumerate() {
+        // The model may be repeated on later chunks, or left empty.
+        let model = if k == 2 { "model" } else { "" };
+        chunks.push(chunk(model, rest.by_ref().take(*n).collect()));
+    }
+    let (answers, end) = stream(&mut c, chunks).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(answers.len(), sizes.len());
+    let mut first = 0;
+    let mut streamed = Vec::new();
+    for (k, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.chunk, k as u64);
+        assert_eq!(a.first_item, first as u64);
+        assert_eq!(a.embeddings.len(), sizes[k]);
+        assert!(a.timings.expect("timings").total_ns > 0);
+        first += sizes[k];
+        streamed.extend(a.embeddings.into_iter().map(|e| e.values));
+    }
+    assert_eq!(streamed.len(), unary.len());
+    for (i, (s, u)) in streamed.iter().zip(&unary).enumerate() {
+        assert_eq!(s.len(), DIM, "item {i}");
+        assert_close(s, u, 1e-5);
+    }
+}
+
+#[tokio::test]
+async fn bridge_stream_ends_at_a_bad_chunk_after_answering_the_earlier_ones() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let good = || stream_items(2);
+    let mut short = stream_items(1);
+    short[0].embedding = emb(vec![0.5; DIM + 1]);
+    // A bad item: refused by the chunk's validation.
+    let (answers, end) = stream(
+        &mut c,
+        vec![chunk("", good()), chunk("", good()), chunk("", short)],
+    )
+    .await;
+    assert_eq!(
+        answers.len(),
+        2,
+        "the chunks before the bad one are answered"
+    );
+    assert_eq!(
+        answers.iter().map(|a| a.chunk).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert_invalid(
+        &end.expect("an error ends the stream"),
+        "items[0].embedding.values",
+    );
+
+    // An empty chunk.
+    let (answers, end) = stream(&mut c, vec![chunk("", good()), chunk("", vec![])]).await;
+    assert_eq!(answers.len(), 1, "chunk 0 is answered before the error");
+    assert_invalid(&end.expect("an error ends the stream"), "items");
+
+    // A switch of model mid-stream.
+    let (answers, end) = stream(
+        &mut c,
+        vec![chunk("", good()), chunk("other", good()), chunk("", good())],
+    )
+    .await;
+    assert_eq!(answers.len(), 1, "chunk 0 is answered before the error");
+    assert_eq!(answers[0].embeddings.len(), 2);
+    assert_invalid(&end.expect("an error ends the stream"), "model");
+}
+
+// -------------------------------------------------------------------------------- Catalogs
+
+fn rank_request(query: &[f32], mode: RankMode) -> RankRequest {
+    RankRequest {
+        query: emb(query.to_vec()),
+        query_modality: "text".into(),
+        candidate_modality: "audio".into(),
+        mode: mode as i32,
+        ..Default::default()
+    }
+}
+
+fn assert_same_ranking(a: &[Ranked], b: &[Ranked], what: &str) {
+    let ids = |r: &[Ranked]| r.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(a), ids(b), "{what}: the order differs");
+    let close = |x: f32, y: f32| (x - y).abs() <= 1e-5;
+    let opt = |x: Option<f32>, y: Option<f32>| match (x, y) {
+        (Some(x), Some(y)) => close(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    for (x, y) in a.iter().zip(b) {
+        assert!(close(x.score, y.score), "{what} {}: {x:?} vs {y:?}", x.id);
+        assert!(
+            close(x.contrastive, y.contrastive),
+            "{what}: {x:?} vs {y:?}"
+        );
+        assert!(opt(x.bridged, y.bridged), "{what}: {x:?} vs {y:?}");
+        assert!(opt(x.reverse, y.reverse), "{what}: {x:?} vs {y:?}");
+        assert!(opt(x.generative, y.generative), "{what}: {x:?} vs {y:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_catalog_ranks_like_its_candidates_inline() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let data = catalog::read(&catalogs_dir().join(CATALOG)).expect("read the catalog");
+    let n = data.entries();
+    assert!(n > 2 && n <= 64, "{n} entries");
+
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    let cat = &info.models[0].catalogs;
+    assert_eq!(cat.len(), 1, "{cat:?}");
+    assert_eq!(cat[0].name, CATALOG);
+    assert_eq!(cat[0].modality, "audio");
+    assert_eq!(cat[0].entries, n as u64);
+    assert_eq!(cat[0].reverse_modalities, vec!["text".to_owned()]);
+
+    let inline: Vec<Candidate> = data
+        .meta
+        .ids
+        .iter()
+        .zip(data.embeddings.chunks(DIM))
+        .map(|(id, e)| Candidate {
+            id: id.clone(),
+            embedding: emb(e.to_vec()),
+            raw: None,
+        })
+        .collect();
+    let query = vector(41);
+    for mode in [
+        RankMode::Contrastive,
+        RankMode::Bridged,
+        RankMode::Reverse,
+        RankMode::Fused,
+        RankMode::Unspecified,
+    ] {
+        for (seed, top_k) in [(None, 0), (Some(0), 5)] {
+            let mut by_catalog = rank_request(&query, mode);
+            by_catalog.catalog = CATALOG.into();
+            by_catalog.candidate_modality.clear();
+            by_catalog.seed = seed;
+            by_catalog.top_k = top_k;
+            let mut by_inline = rank_request(&query, mode);
+            by_inline.candidates = inline.clone();
+            by_inline.seed = seed;
+            by_inline.top_k = top_k;
+            let a = c.rank(by_catalog).await.expect("catalog rank").into_inner();
+            let b = c.rank(by_inline).await.expect("inline rank").into_inner();
+            let want = if top_k == 0 { n } else { top_k as usize };
+            assert_eq!(a.results.len(), want, "{mode:?}");
+            assert_same_ranking(&a.results, &b.results, &format!("{mode:?}"));
+            match mode {
+                RankMode::Reverse => assert!(a.results.iter().all(|r| r.reverse.is_some())),
+                RankMode::Bridged => assert!(a.results.iter().all(|r| r.bridged.is_some())),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn catalog_requests_are_checked() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    req.catalog = "nowhere".into();
+    let e = c.rank(req).await.expect_err("unknown catalog");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("nowhere"), "{}", e.message());
+
+    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    req.catalog = CATALOG.into();
+    req.candidates = vec![Candidate {
+        id: "x".into(),
+        embedding: emb(vector(43)),
+        raw: None,
+    }];
+    assert_invalid(
+        &c.rank(req).await.expect_err("catalog and candidates"),
+        "candidates",
+    );
+
+    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    req.catalog = CATALOG.into();
+    req.candidate_modality = "text".into();
+    assert_invalid(
+        &c.rank(req).await.expect_err("the catalog holds audio"),
+        "candidate_modality",
+    );
+}
+
+// ------------------------------------------------------------------------ Generative Rank
+
+#[tokio::test]
+async fn generative_rank_reorders_the_fused_shortlist() {
+    let _turn = TURN.read().await;
+    let mut c = client().await;
+    let query = vector(60);
+    let candidates: Vec<Candidate> = (0..12)
+        .map(|i| Candidate {
+            id: format!("c{i}"),
+            embedding: emb(vector(61 + i)),
+            raw: None,
+        })
+        .collect();
+    let mut fused = rank_request(&query, RankMode::Fused);
+    fused.candidates = candidates.clone();
+    fused.seed = Some(3);
+    let fused = c.rank(fused).await.expect("fused").into_inner().results;
+    let k = 4;
+    let mut gen = rank_request(&query, RankMode::Generative);
+    gen.candidates = candidates.clone();
+    gen.seed = Some(3);
+    gen.shortlist = Some(k as u32);
+    let got = c.rank(gen.clone()).await.expect("generative").into_inner();
+    let r = got.results;
+    assert_eq!(r.len(), candidates.len());
+    // The short list: the k best by the fused score, each scored by its generative score and
+    // ordered by it.
+    let short: Vec<&Ranked> = r[..k].iter().collect();
+    for s in &short {
+        let g = s
+            .generative
+            .expect("a shortlisted candidate carries generative");
+        assert_eq!(s.score, g);
+        assert!(g.is_finite());
+    }
+    assert!(short.windows(2).all(|w| w[0].generative >= w[1].generative));
+    let mut short_ids: Vec<&str> = short.iter().map(|s| s.id.as_str()).collect();
+    let mut fused_top: Vec<&str> = fused[..k].iter().map(|s| s.id.as_str()).collect();
+    short_ids.sort_unstable();
+    fused_top.sort_unstable();
+    assert_eq!(short_ids, fused_top);
+    // The rest: in fused order, with their fused scores and no generative one.
+    for (x, y) in r[k..].iter().zip(&fused[k..]) {
+        assert_eq!(x.id, y.id);
+        assert!(x.generative.is_none());
+        assert!((x.score - y.score).abs() <= 1e-6, "{x:?} vs {y:?}");
+    }
+    // Deterministic, and top_k cuts the re-ranked list.
+    gen.top_k = 2;
+    let again = c.rank(gen.clone()).await.expect("again").into_inner();
+    assert_same_ranking(&again.results, &r[..2], "top 2");
+
+    // The default short list (10) re-ranks up to the 10 best.
+    gen.top_k = 0;
+    gen.shortlist = None;
+    let dflt = c.rank(gen.clone()).await.expect("default").into_inner();
+    let with = dflt.results.iter().filter(|x| x.generative.is_some());
+    assert_eq!(with.count(), 10);
+
+    for bad in [0, 257, 1000] {
+        gen.shortlist = Some(bad);
+        assert_invalid(
+            &c.rank(gen.clone()).await.expect_err("shortlist"),
+            "shortlist",
+        );
+    }
+    gen.shortlist = Some(256);
+    let all = c
+        .rank(gen)
+        .await
+        .expect("shortlist 256 over 12")
+        .into_inner();
+    assert!(all.results.iter().all(|x| x.generative.is_some()));
+}
+
+// ---------------------------------------------------------- Model repository and Reload
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+fn named_item(model: &str, seed: u64) -> BridgeRequest {
+    let mut it = BridgeItem::new("text", "audio", vector(seed), Some(seed));
+    it.steps = Some(3);
+    BridgeRequest {
+        model: model.into(),
+        items: vec![it],
+    }
+}
+
+#[tokio::test]
+async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
+    let _turn = TURN.read().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let repo = root.path().join("models");
+    for name in ["alpha", "beta"] {
+        copy_dir(&tiny_model(), &repo.join(name));
+    }
+    let mut cfg = serve_config(Path::new("beta"));
+    cfg.model_repository = repo.clone();
+    cfg.max_batch_rows = 16;
+    let (addr, stop, server) = support::serve_until_stopped(cfg).await;
+    let mut c = support::client(addr).await;
+
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    let names: Vec<&str> = info.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["beta", "alpha"], "the default first");
+    let mut before = Vec::new();
+    for name in ["alpha", "beta", ""] {
+        let r = c.bridge(named_item(name, 7)).await.expect("bridge");
+        before.push(r.into_inner().embeddings[0].values.clone());
+    }
+    // Same files, same seed: the same answer from either model.
+    assert_close(&before[0], &before[1], 1e-6);
+    let e = c.bridge(named_item("gamma", 7)).await.expect_err("unknown");
+    assert_eq!(e.code(), Code::NotFound);
+
+    // 8 clients loop on both models while Reload runs twice.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for k in 0..8u64 {
+        let done = done.clone();
+        let mut c = support::client(addr).await;
+        load.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            let mut i = 0u64;
+            while answered < 3 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let model = if (k + i) % 2 == 0 { "alpha" } else { "beta" };
+                let r = c.bridge(named_item(model, 100 + i)).await;
+                let r = r.unwrap_or_else(|e| panic!("client {k} request {i} on {model}: {e:?}"));
+                assert_eq!(r.into_inner().embeddings.len(), 1);
+                answered += 1;
+                i += 1;
+            }
+            answered
+        }));
+    }
+    for _ in 0..2 {
+        let r = c
+            .reload(ReloadRequest {})
+            .await
+            .expect("reload")
+            .into_inner();
+        let ok: Vec<(&str, bool)> = r
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m.reloaded))
+            .collect();
+        assert_eq!(ok, vec![("alpha", true), ("beta", true)], "{r:?}");
+        assert!(r.removed_models.is_empty());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for h in load {
+        total += h.await.expect("a load client");
+    }
+    assert!(total >= 24, "{total} requests");
+
+    // A broken card: the reload reports it and the old version goes on serving.
+    std::fs::write(repo.join("beta").join("card.json"), "{ not a card").expect("write");
+    let r = c
+        .reload(ReloadRequest {})
+        .await
+        .expect("reload")
+        .into_inner();
+    let beta = r.models.iter().find(|m| m.name == "beta").expect("beta");
+    assert!(!beta.reloaded, "{r:?}");
+    assert!(!beta.error.is_empty());
+    let alpha = r.models.iter().find(|m| m.name == "alpha").expect("alpha");
+    assert!(alpha.reloaded && alpha.error.is_empty(), "{r:?}");
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    let names: Vec<&str> = info.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["beta", "alpha"]);
+    for (k, name) in ["alpha", "beta", ""].into_iter().enumerate() {
+        let r = c.bridge(named_item(name, 7)).await.expect("bridge after");
+        assert_close(&r.into_inner().embeddings[0].values, &before[k], 1e-6);
+    }
+
+    // A model gone from the repository stops being served.
+    std::fs::remove_dir_all(repo.join("alpha")).expect("rm alpha");
+    let r = c
+        .reload(ReloadRequest {})
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!(r.removed_models, vec!["alpha".to_owned()]);
+    let e = c.bridge(named_item("alpha", 7)).await.expect_err("gone");
+    assert_eq!(e.code(), Code::NotFound);
+    c.bridge(named_item("beta", 7)).await.expect("beta stays");
+
+    let _ = stop.send(());
+    support::stops(server).await;
+}
+
+// --------------------------------------------------------------- Deadlines and batching
+
+/// A server of the tiny model with metrics on: (gRPC, metrics) addresses.
+fn serve_with_metrics(edit: impl FnOnce(&mut ServeConfig)) -> (SocketAddr, SocketAddr) {
+    let mut cfg = serve_config(&tiny_model());
+    cfg.metrics_listen = "127.0.0.1:0".into();
+    edit(&mut cfg);
+    let (addr, metrics) = support::serve_forever(cfg);
+    (addr, metrics.expect("metrics are on"))
+}
+
+const DROPPED: &str = "diffgap_requests_dropped_total";
+const DENOISED: &str = "diffgap_denoised_rows_total";
+const BATCH_COUNT: &str = "diffgap_batch_rows_count";
+const BATCH_SUM: &str = "diffgap_batch_rows_sum";
+
+/// Waits (at most 30 s) until `cond` holds for a scrape of `metrics`; returns that scrape.
+async fn wait_metrics(metrics: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    for _ in 0..3000 {
+        let text = scrape(metrics).await;
+        if cond(&text) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = scrape(metrics).await;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+        .collect();
+    panic!("timed out waiting for {what}:\n{}", lines.join("\n"));
+}
+
+/// A scrape once no RPC is in flight anywhere in the process (the recorder is shared).
+async fn settled(metrics: SocketAddr) -> String {
+    wait_metrics(metrics, "no RPC in flight", |t| {
+        sample(t, "diffgap_inflight_requests", &[]) == 0.0
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_request_never_reaches_the_model() {
+    let _turn = TURN.write().await;
+    // The blocker fills the whole batch (32 items x 4 samples = 128 rows), so that the timed
+    // request waits in the queue until the blocker leaves.
+    let (addr, metrics) = serve_with_metrics(|cfg| cfg.max_batch_rows = 128);
+    let mut c = support::client(addr).await;
+    let max_steps = c
+        .info(InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner()
+        .models[0]
+        .max_steps;
+    let items = |n: u64, samples: u32| -> Vec<BridgeItem> {
+        (0..n)
+            .map(|i| {
+                let mut it = BridgeItem::new("text", "audio", vector(900 + i), Some(i));
+                it.steps = Some(max_steps);
+                it.samples = Some(samples);
+                it
+            })
+            .collect()
+    };
+    let before = settled(metrics).await;
+    let blocker = {
+        let mut c = support::client(addr).await;
+        let req = BridgeRequest::new(items(32, 4));
+        tokio::spawn(async move { c.bridge(req).await })
+    };
+    wait_metrics(metrics, "the blocker's rows", |t| {
+        sample(t, "diffgap_active_rows", &[]) == 128.0
+    })
+    .await;
+
+    let mut timed = tonic::Request::new(BridgeRequest::new(items(32, 1)));
+    timed.set_timeout(Duration::from_millis(10));
+    let e = c.bridge(timed).await.expect_err("past its deadline");
+    assert!(
+        matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{e:?}"
+    );
+    // Let the blocker go (cancelled, or done if it was quick): the worker then takes the
+    // expired request from its queue and drops it.
+    blocker.abort();
+    wait_metrics(metrics, "the drop", |t| {
+        sample(t, DROPPED, &[("reason", "deadline")])
+            > sample(&before, DROPPED, &[("reason", "deadline")])
+    })
+    .await;
+    let after = wait_metrics(metrics, "an idle worker", |t| {
+        sample(t, "diffgap_active_rows", &[]) == 0.0 && sample(t, "diffgap_queue_depth", &[]) == 0.0
+    })
+    .await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    assert_eq!(delta(DROPPED, &[("reason", "deadline")]), 1.0);
+    // Every denoising step since `before` ran the blocker's 128 rows alone: none of the
+    // expired request's 32 rows was computed.
+    let steps = delta(BATCH_COUNT, &[]);
+    assert!(steps >= 1.0);
+    assert_eq!(delta(BATCH_SUM, &[]), 128.0 * steps);
+    assert_eq!(delta(DENOISED, &[]), 128.0 * steps);
+    assert_eq!(
+        delta("diffgap_batch_rows_bucket", &[("le", "64")]),
+        0.0,
+        "a batch of fewer than 128 rows ran"
+    );
+}
+
+/// Two requests of 1 and 2 rows, the second sent 20 ms after the first; the change of
+/// (batch count, batch rows sum, batches of one row) they caused.
+async fn two_requests(addr: SocketAddr, metrics: SocketAddr, steps: u32) -> (f64, f64, f64) {
+    let before = settled(metrics).await;
+    let req = move |seeds: &[u64]| {
+        BridgeRequest::new(
+            seeds
+                .iter()
+                .map(|&s| {
+                    let mut it = BridgeItem::new("text", "audio", vector(s), Some(s));
+                    it.steps = Some(steps);
+                    it.samples = Some(1);
+                    it
+                })
+                .collect(),
+        )
+    };
+    let mut c1 = support::client(addr).await;
+    let mut c2 = support::client(addr).await;
+    let first = tokio::spawn(async move { c1.bridge(req(&[1])).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = c2.bridge(req(&[2, 3])).await.expect("second");
+    let first = first.await.expect("task").expect("first");
+    assert_eq!(first.into_inner().embeddings.len(), 1);
+    assert_eq!(second.into_inner().embeddings.len(), 2);
+    let after = scrape(metrics).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    (
+        delta(BATCH_COUNT, &[]),
+        delta(BATCH_SUM, &[]),
+        delta("diffgap_batch_rows_bucket", &[("le", "1")]),
+    )
+}
+
+#[tokio::test]
+async fn the_batch_wait_lets_a_later_request_share_the_first_step() {
+    let _turn = TURN.write().await;
+    // A budget of 3 rows ends the wait as soon as both requests are in, so the long wait
+    // costs nothing when the second request comes.
+    let (addr, metrics) = serve_with_metrics(|cfg| {
+        cfg.max_batch_wait_ms = 5000;
+        cfg.max_batch_rows = 3;
+    });
+    let steps = 20;
+    let (count, sum, ones) = two_requests(addr, metrics, steps).await;
+    // Both requests started together: every step ran their 3 rows.
+    assert_eq!(count, f64::from(steps), "batches");
+    assert_eq!(sum, 3.0 * f64::from(steps), "rows");
+    assert_eq!(ones, 0.0, "a step ran one request alone");
+
+    // Without a wait, the first request starts alone at once.
+    let (addr, metrics) = serve_with_metrics(|cfg| {
+        cfg.max_batch_wait_ms = 0;
+        cfg.max_batch_rows = 3;
+    });
+    let (count, sum, ones) = two_requests(addr, metrics, 1000).await;
+    assert!(ones >= 1.0, "the first step ran the first request alone");
+    assert_eq!(sum, 3.0 * 1000.0, "rows");
+    assert!(count > 1000.0);
+}
