@@ -237,7 +237,7 @@ impl Listening {
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(server)
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown);
+            .serve_with_incoming_shutdown(incoming(listener), shutdown);
         // The server ends once its connections are done after the signal, or at the drain
         // deadline with whatever is still in flight abandoned.
         let serving = async move {
@@ -358,4 +358,34 @@ async fn set_status(reporter: &tonic_health::server::HealthReporter, status: Ser
             status,
         )
         .await;
+}
+
+/// The accepted connections, with `TCP_NODELAY`: a listener handed to tonic (bound by us for
+/// ephemeral ports) skips the builder's socket options, and with Nagle's algorithm on, a small
+/// response waits for the client's delayed ACK (40 ms on Linux) before it leaves.
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(accepted.nodelay().expect("TCP_NODELAY readable"));
+    }
 }
