@@ -264,3 +264,44 @@ async fn a_dropped_clients_rows_are_removed() {
     let out = w.handle.bridge(vec![r.clone()]).await.expect("served");
     assert_close(&out.embeddings[0], &in_process(&r), 1e-5, "after a drop");
 }
+
+#[tokio::test]
+async fn every_waiting_request_that_fits_joins_the_same_step() {
+    let w = worker(256, Batching::Step).await;
+    let before = w.stats.snapshot();
+    // Hold the worker in a call while 8 one-row requests queue up behind it.
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = {
+        let h = w.handle.clone();
+        tokio::spawn(async move {
+            h.call(move |_| {
+                let _ = gate.recv();
+                Ok(())
+            })
+            .await
+        })
+    };
+    let steps = 10;
+    let rows: Vec<BridgeRow> = (0..8)
+        .map(|i| row("text", "audio", 40 + i, steps, 1.0, 1))
+        .collect();
+    let tasks: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let (h, r) = (w.handle.clone(), r.clone());
+            tokio::spawn(async move { h.bridge(vec![r]).await })
+        })
+        .collect();
+    let handle = w.handle.clone();
+    wait_for("8 requests in the queue", || handle.queued() >= 8).await;
+    release.send(()).expect("the call waits");
+    held.await.expect("task").expect("the call");
+    for (r, t) in rows.iter().zip(tasks) {
+        let out = t.await.expect("task").expect("bridge");
+        assert_close(&out.embeddings[0], &in_process(r), 1e-5, "joined");
+    }
+    let after = w.stats.snapshot();
+    // All 8 ran in lockstep: 10 steps of 8 rows, not one request joining per step.
+    assert_eq!(after.steps - before.steps, steps as u64, "{after:?}");
+    assert_eq!(after.rows_denoised - before.rows_denoised, 8 * steps as u64);
+}

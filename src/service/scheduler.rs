@@ -188,6 +188,8 @@ struct RequestState {
     items: Vec<Item>,
     /// The next (item, sample) to admit into the running batch.
     cursor: (usize, usize),
+    /// Rows not yet admitted.
+    rows_left: usize,
     items_done: usize,
     /// When its first row entered the running batch.
     started: Option<Instant>,
@@ -228,6 +230,8 @@ pub(crate) struct Scheduler<'m> {
     requests: BTreeMap<u64, RequestState>,
     /// Requests with rows not yet admitted, oldest first.
     admitting: VecDeque<u64>,
+    /// Their rows not yet admitted.
+    waiting_rows: usize,
     rows: Vec<Row>,
     /// x [rows, dim] in the diffusion space, condition [rows, dim], direction [rows].
     tensors: Option<(Tensor, Tensor, Tensor)>,
@@ -242,6 +246,7 @@ impl<'m> Scheduler<'m> {
             next_id: 0,
             requests: BTreeMap::new(),
             admitting: VecDeque::new(),
+            waiting_rows: 0,
             rows: Vec::new(),
             tensors: None,
             stats,
@@ -258,11 +263,13 @@ impl<'m> Scheduler<'m> {
         self.requests.len()
     }
 
-    /// Whether the worker should take another request from its queue: only once every row of
-    /// the requests taken so far is in the running batch and there is room left, so that the
-    /// bounded queue (and its RESOURCE_EXHAUSTED) still measures the backlog.
+    /// Whether the worker should take another request from its queue: while the rows running
+    /// plus the rows taken but not yet admitted leave room in the batch. Every request that
+    /// fits is taken before the next step (not one per step, which capped the batch at about
+    /// the mean trajectory length), and none beyond, so that the bounded queue (and its
+    /// RESOURCE_EXHAUSTED) still measures the backlog.
     pub fn wants_more(&self) -> bool {
-        self.admitting.is_empty() && self.rows.len() < self.max_rows
+        self.rows.len() + self.waiting_rows < self.max_rows
     }
 
     /// Takes a request: drops it if it is already expired or cancelled, answers it at once if
@@ -291,12 +298,15 @@ impl<'m> Scheduler<'m> {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let rows_left = items.iter().map(|i| i.samples.len()).sum();
+        self.waiting_rows += rows_left;
         self.requests.insert(
             id,
             RequestState {
                 job,
                 items,
                 cursor: (0, 0),
+                rows_left,
                 items_done: 0,
                 started: None,
             },
@@ -407,6 +417,8 @@ impl<'m> Scheduler<'m> {
                     pos: 0,
                     guidance: item.guidance,
                 });
+                req.rows_left -= 1;
+                self.waiting_rows -= 1;
                 req.cursor = if k + 1 < item.samples.len() {
                     (i, k + 1)
                 } else {
@@ -469,6 +481,7 @@ impl<'m> Scheduler<'m> {
         }
         for &(id, why) in &gone {
             if let Some(req) = self.requests.remove(&id) {
+                self.waiting_rows -= req.rows_left;
                 self.drop_job(req.job, why);
             }
         }
@@ -629,6 +642,7 @@ impl<'m> Scheduler<'m> {
             let _ = req.job.reply.send(Err(ServiceError::Internal(msg.into())));
         }
         self.admitting.clear();
+        self.waiting_rows = 0;
         self.rows.clear();
         self.tensors = None;
         self.stats.set_active_rows(0);

@@ -306,6 +306,11 @@ impl WorkerHandle {
         })?
     }
 
+    /// Messages waiting in the queue (requests, embeds and calls the worker has not taken).
+    pub fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.tx.capacity())
+    }
+
     /// Whether the worker's thread has ended (its queue is closed).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -559,16 +564,9 @@ fn fill_for(
         return;
     }
     let until = Instant::now() + wait;
-    // The first request's rows count against the budget too (`wants_more` is false while a
-    // request waits for admission).
-    sched.admit(Instant::now());
     while sched.wants_more() {
         match rx.try_recv() {
-            Ok(Msg::Rows(job)) => {
-                sched.accept(job, Instant::now());
-                // Account the rows taken so far against the budget.
-                sched.admit(Instant::now());
-            }
+            Ok(Msg::Rows(job)) => sched.accept(job, Instant::now()),
             Ok(Msg::Call(call)) => call(ctx),
             Ok(Msg::Embed(job)) => ctx.embeds.push(job),
             Err(TryRecvError::Disconnected) => return,
