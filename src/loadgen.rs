@@ -44,6 +44,13 @@ pub struct LoadgenArgs {
     /// Open-loop rate in requests per second (0 skips the open loop).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Open-loop rate as a fraction of this run's best closed-loop rate (its saturation), e.g.
+    /// 0.5; replaces --rate.
+    #[arg(long)]
+    pub open_fraction: Option<f64>,
+    /// Writes the run's figures (closed and open loop, in-process, ratios) as JSON here.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
     /// Open-loop duration in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub open_seconds: f64,
@@ -81,19 +88,100 @@ pub struct LoadgenArgs {
 pub struct LevelResult {
     pub ok: u64,
     pub errors: u64,
+    /// The time the rate is counted over, and the successful requests answered in it.
     pub wall: Duration,
+    pub ok_in_wall: u64,
     /// Latency of successful requests, in microseconds.
     pub latency: Histogram<u64>,
 }
 
 impl LevelResult {
     pub fn requests_per_s(&self) -> f64 {
-        self.ok as f64 / self.wall.as_secs_f64().max(1e-9)
+        self.ok_in_wall as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
     fn ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1e3
     }
+
+    fn summary(&self, load: &str, items: usize) -> LevelSummary {
+        LevelSummary {
+            load: load.to_owned(),
+            ok: self.ok,
+            errors: self.errors,
+            requests_per_s: self.requests_per_s(),
+            items_per_s: self.requests_per_s() * items as f64,
+            p50_ms: self.ms(0.5),
+            p95_ms: self.ms(0.95),
+            p99_ms: self.ms(0.99),
+        }
+    }
+}
+
+/// One load level, as printed and as written to `--summary-json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LevelSummary {
+    pub load: String,
+    pub ok: u64,
+    pub errors: u64,
+    pub requests_per_s: f64,
+    pub items_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The in-process engine on one step count: its best batch size and what it took.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InProcessSteps {
+    pub steps: usize,
+    /// The batch size with the best items/s.
+    pub batch: usize,
+    pub items_per_s: f64,
+    /// Median seconds of one call at that batch size: the single-batch compute time.
+    pub batch_seconds: f64,
+    /// Median seconds of one call of one item (when batch 1 was measured).
+    pub one_item_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InProcess {
+    pub device: String,
+    pub threads: i32,
+    pub per_steps: Vec<InProcessSteps>,
+    /// Items/s of the cycled mix: each step count equally often, each at its best batch.
+    pub mix_items_per_s: f64,
+}
+
+impl InProcess {
+    /// The single-batch compute time of the mix: one call at the best batch size of the
+    /// longest step count (the longest batch a request may have to wait for, and take).
+    pub fn longest_batch_seconds(&self) -> Option<f64> {
+        self.per_steps
+            .iter()
+            .max_by_key(|s| s.steps)
+            .map(|s| s.batch_seconds)
+    }
+}
+
+/// Everything a run measured, with the goal ratios of the service benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub label: String,
+    pub steps: Vec<usize>,
+    pub items: usize,
+    pub samples: usize,
+    pub closed: Vec<LevelSummary>,
+    /// The open loop's rate (req/s) and what it got.
+    pub open_rate: Option<f64>,
+    pub open: Option<LevelSummary>,
+    /// Best closed-loop items/s (the service's saturation throughput).
+    pub saturation_items_per_s: f64,
+    pub in_process: Option<InProcess>,
+    /// saturation_items_per_s / in_process.mix_items_per_s.
+    pub throughput_ratio: Option<f64>,
+    /// Open-loop p99 / (2 x the single-batch compute time of the longest step count).
+    pub p99_over_twice_batch: Option<f64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -164,7 +252,9 @@ async fn one(
 }
 
 /// `concurrency` clients, each sending its next request when the last is answered, until
-/// `requests` are sent or `max` has passed.
+/// `requests` are sent or `max` has passed. The rate counts the requests answered while every
+/// client was still sending (up to the first client's stop), so that the drain at the end,
+/// with fewer clients, does not lower the saturation figure.
 async fn closed_loop(
     client: &DiffgapClient<Channel>,
     load: &Arc<Load>,
@@ -180,16 +270,18 @@ async fn closed_loop(
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
-            loop {
+            let mut answered = Vec::new();
+            let stopped = loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests || start.elapsed() >= max {
-                    break;
+                    break start.elapsed();
                 }
                 let t = Instant::now();
                 match one(&mut client, &load, i).await {
                     Ok(()) => {
                         ok += 1;
                         h.saturating_record(t.elapsed().as_micros() as u64);
+                        answered.push(start.elapsed());
                     }
                     Err(status) => {
                         errors += 1;
@@ -198,24 +290,30 @@ async fn closed_loop(
                         }
                     }
                 }
-            }
-            (h, ok, errors)
+            };
+            (h, ok, errors, answered, stopped)
         }));
     }
     let mut out = LevelResult {
         ok: 0,
         errors: 0,
         wall: Duration::ZERO,
+        ok_in_wall: 0,
         latency: histogram(),
     };
+    let mut answered = Vec::new();
+    let mut first_stop = None::<Duration>;
     for task in tasks {
-        if let Ok((h, ok, errors)) = task.await {
+        if let Ok((h, ok, errors, times, stopped)) = task.await {
             out.latency.add(&h).expect("same bounds");
             out.ok += ok;
             out.errors += errors;
+            answered.extend(times);
+            first_stop = Some(first_stop.map_or(stopped, |s| s.min(stopped)));
         }
     }
-    out.wall = start.elapsed();
+    out.wall = first_stop.unwrap_or_else(|| start.elapsed());
+    out.ok_in_wall = answered.iter().filter(|&&t| t <= out.wall).count() as u64;
     out
 }
 
@@ -242,6 +340,7 @@ async fn open_loop(
         ok: 0,
         errors: 0,
         wall: Duration::ZERO,
+        ok_in_wall: 0,
         latency: histogram(),
     };
     for task in tasks {
@@ -254,12 +353,13 @@ async fn open_loop(
         }
     }
     out.wall = start.elapsed();
+    out.ok_in_wall = out.ok;
     out
 }
 
 /// The in-process engine's best items/s per step count over the batch sizes, and the best
 /// items/s of the cycled mix (each step count equally often).
-fn in_process(args: &LoadgenArgs, target: &Target) -> Result<f64> {
+fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
     let device = args.device.resolve().map_err(anyhow::Error::msg)?;
     let model = artifact::load(&args.model, device)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -287,7 +387,9 @@ fn in_process(args: &LoadgenArgs, target: &Target) -> Result<f64> {
             guidance,
             samples: args.samples,
         };
-        let mut top = (0usize, 0f64);
+        // (batch, items/s, median seconds per call)
+        let mut top = (0usize, 0f64, 0f64);
+        let mut one_item = None;
         for &b in &args.in_process_batches {
             let flat: Vec<f32> = (0..b)
                 .flat_map(|i| vector(row_seed(i as u64, 0), target.dim))
@@ -304,19 +406,36 @@ fn in_process(args: &LoadgenArgs, target: &Target) -> Result<f64> {
             let mut times: Vec<f64> = (0..3).map(|_| run()).collect::<Result<_>>()?;
             times.sort_by(f64::total_cmp);
             let per_s = b as f64 / times[1];
+            if b == 1 {
+                one_item = Some(times[1]);
+            }
             if per_s > top.1 {
-                top = (b, per_s);
+                top = (b, per_s, times[1]);
             }
         }
         println!(
-            "  steps {steps:>4}: {:>10.0} items/s (batch {})",
-            top.1, top.0
+            "  steps {steps:>4}: {:>10.0} items/s (batch {}, {:.1} ms per batch)",
+            top.1,
+            top.0,
+            top.2 * 1e3
         );
-        best.push((steps, top.0, top.1));
+        best.push(InProcessSteps {
+            steps,
+            batch: top.0,
+            items_per_s: top.1,
+            batch_seconds: top.2,
+            one_item_seconds: one_item,
+        });
     }
     // Each step count equally often: the mix costs the mean of the per-item times.
-    let mean_secs = best.iter().map(|b| 1.0 / b.2).sum::<f64>() / best.len().max(1) as f64;
-    Ok(1.0 / mean_secs)
+    let mean_secs =
+        best.iter().map(|b| 1.0 / b.items_per_s).sum::<f64>() / best.len().max(1) as f64;
+    Ok(InProcess {
+        device: describe(device),
+        threads: tch::get_num_threads(),
+        per_steps: best,
+        mix_items_per_s: 1.0 / mean_secs,
+    })
 }
 
 fn header() {
@@ -330,17 +449,10 @@ fn header() {
     );
 }
 
-fn row(name: &str, r: &LevelResult, items: usize) {
+fn row(r: &LevelSummary) {
     println!(
         "| {:>10} | {:>8} | {:>6} | {:>9.1} | {:>9.1} | {:>8.2} | {:>8.2} | {:>8.2} |",
-        name,
-        r.ok,
-        r.errors,
-        r.requests_per_s(),
-        r.requests_per_s() * items as f64,
-        r.ms(0.5),
-        r.ms(0.95),
-        r.ms(0.99)
+        r.load, r.ok, r.errors, r.requests_per_s, r.items_per_s, r.p50_ms, r.p95_ms, r.p99_ms
     );
 }
 
@@ -348,32 +460,75 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
     if args.steps.is_empty() || args.steps.contains(&0) {
         bail!("--steps needs step counts of at least 1");
     }
+    if let Some(f) = args.open_fraction {
+        if !(f.is_finite() && f > 0.0) {
+            bail!("--open-fraction must be a positive number, got {f}");
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (target, results) = rt.block_on(drive(args))?;
-    let best_service = results
-        .iter()
-        .map(|(_, r)| r.requests_per_s() * args.items as f64)
-        .fold(0.0, f64::max);
-    if !args.no_in_process {
-        let mix = in_process(args, &target)?;
-        println!("  cycled mix of steps {:?}: {mix:.0} items/s", args.steps);
+    let (target, closed, open_rate, open) = rt.block_on(drive(args))?;
+    let saturation = closed.iter().map(|r| r.items_per_s).fold(0.0, f64::max);
+    let in_process = if args.no_in_process {
+        None
+    } else {
+        let p = in_process(args, &target)?;
         println!(
-            "\nservice/in-process{}: best service {best_service:.1} items/s / in-process {mix:.1} items/s = {:.3}",
-            if args.label.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", args.label)
-            },
-            best_service / mix.max(1e-9)
+            "  cycled mix of steps {:?}: {:.0} items/s",
+            args.steps, p.mix_items_per_s
         );
+        Some(p)
+    };
+    let label = if args.label.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", args.label)
+    };
+    let throughput_ratio = in_process.as_ref().map(|p| {
+        let ratio = saturation / p.mix_items_per_s.max(1e-9);
+        println!(
+            "\nservice/in-process{label}: best service {saturation:.1} items/s / in-process {:.1} items/s = {ratio:.3}",
+            p.mix_items_per_s
+        );
+        ratio
+    });
+    let p99_over_twice_batch = match (&open, in_process.as_ref()) {
+        (Some(o), Some(p)) => p.longest_batch_seconds().map(|t| {
+            let ratio = o.p99_ms / (2.0 * t * 1e3);
+            println!(
+                "open-loop p99{label}: {:.1} ms / (2 x single-batch compute {:.1} ms) = {ratio:.3}",
+                o.p99_ms,
+                t * 1e3
+            );
+            ratio
+        }),
+        _ => None,
+    };
+    if let Some(path) = &args.summary_json {
+        let summary = Summary {
+            label: args.label.clone(),
+            steps: args.steps.clone(),
+            items: args.items,
+            samples: args.samples,
+            closed,
+            open_rate,
+            open,
+            saturation_items_per_s: saturation,
+            in_process,
+            throughput_ratio,
+            p99_over_twice_batch,
+        };
+        let text = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
-async fn drive(args: &LoadgenArgs) -> Result<(Target, Vec<(String, LevelResult)>)> {
+async fn drive(
+    args: &LoadgenArgs,
+) -> Result<(Target, Vec<LevelSummary>, Option<f64>, Option<LevelSummary>)> {
     let channel = Channel::from_shared(args.addr.clone())
         .context("--addr")?
         // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
@@ -434,7 +589,7 @@ async fn drive(args: &LoadgenArgs) -> Result<(Target, Vec<(String, LevelResult)>
             .await
             .map_err(|s| anyhow::anyhow!("warm-up request: {s}"))?;
     }
-    let mut results = Vec::new();
+    let mut closed = Vec::new();
     if !args.concurrency.is_empty() {
         println!(
             "\nclosed loop: up to {} requests or {} s per level",
@@ -450,27 +605,41 @@ async fn drive(args: &LoadgenArgs) -> Result<(Target, Vec<(String, LevelResult)>
                 Duration::from_secs_f64(args.max_seconds),
             )
             .await;
-            row(&format!("conc {c}"), &r, args.items);
-            results.push((format!("conc {c}"), r));
+            let r = r.summary(&format!("conc {c}"), args.items);
+            row(&r);
+            closed.push(r);
         }
     }
-    if args.rate > 0.0 {
-        println!(
-            "\nopen loop: {} req/s for {} s",
-            args.rate, args.open_seconds
-        );
+    let rate = match args.open_fraction {
+        Some(f) => {
+            let saturation = closed.iter().map(|r| r.requests_per_s).fold(0.0, f64::max);
+            if saturation <= 0.0 {
+                bail!("--open-fraction needs a closed-loop sweep that completed requests");
+            }
+            println!(
+                "\nopen-loop rate: {f} x saturation {saturation:.1} req/s = {:.1} req/s",
+                f * saturation
+            );
+            f * saturation
+        }
+        None => args.rate,
+    };
+    let mut open = None;
+    if rate > 0.0 {
+        println!("\nopen loop: {rate:.1} req/s for {} s", args.open_seconds);
         header();
         let r = open_loop(
             &client,
             &load,
-            args.rate,
+            rate,
             Duration::from_secs_f64(args.open_seconds),
         )
         .await;
-        row(&format!("{} rps", args.rate), &r, args.items);
-        results.push((format!("{} rps", args.rate), r));
+        let r = r.summary(&format!("{rate:.0} rps"), args.items);
+        row(&r);
+        open = Some(r);
     }
-    Ok((target, results))
+    Ok((target, closed, (rate > 0.0).then_some(rate), open))
 }
 
 #[cfg(test)]
@@ -491,6 +660,7 @@ mod tests {
             ok: 100,
             errors: 0,
             wall: Duration::from_secs(2),
+            ok_in_wall: 100,
             latency: histogram(),
         };
         for us in 1..=100u64 {

@@ -1,0 +1,81 @@
+//! `diffgap loadgen`, the service benchmark's load generator, run as a user runs it against a
+//! real server: a closed-loop sweep, an open loop at a fraction of the saturation it found, the
+//! in-process comparison and the JSON summary with the goal ratios. Checks what it reports,
+//! not how fast anything is (speed is measured by scripts/bench-service.sh, not by tests).
+
+mod support;
+
+use std::process::Command;
+
+#[test]
+fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
+    let model = support::tiny_model();
+    let cfg = support::serve_config(&model);
+    let (addr, _) = support::serve_forever(cfg);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+        .args(["loadgen", "--addr", &format!("http://{addr}")])
+        .arg("--model")
+        .arg(&model)
+        .args(["--device", "cpu", "--steps", "1,5", "--concurrency", "1,4"])
+        .args(["--requests", "40", "--max-seconds", "20"])
+        .args(["--open-fraction", "0.5", "--open-seconds", "1"])
+        .args(["--in-process-batches", "1,8", "--label", "test"])
+        .arg("--summary-json")
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("service/in-process (test)"), "{stdout}");
+
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the summary")).expect("JSON");
+    let closed = s["closed"].as_array().expect("closed levels");
+    assert_eq!(closed.len(), 2);
+    for level in closed {
+        assert_eq!(level["ok"], 40, "{level}");
+        assert_eq!(level["errors"], 0, "{level}");
+        let (p50, p99) = (level["p50_ms"].as_f64(), level["p99_ms"].as_f64());
+        assert!(p50.is_some_and(|v| v > 0.0) && p99 >= p50, "{level}");
+    }
+    let best = closed
+        .iter()
+        .filter_map(|l| l["requests_per_s"].as_f64())
+        .fold(0.0, f64::max);
+    let rate = s["open_rate"].as_f64().expect("an open-loop rate");
+    assert!((rate - 0.5 * best).abs() < 1e-6 * best, "{rate} vs {best}");
+    let open = &s["open"];
+    assert_eq!(open["errors"], 0, "{open}");
+    assert_eq!(
+        open["ok"].as_f64(),
+        Some((rate * 1.0).round().max(1.0)),
+        "every scheduled request answered: {open}"
+    );
+    let ip = &s["in_process"];
+    let per_steps = ip["per_steps"].as_array().expect("per step count");
+    assert_eq!(per_steps.len(), 2);
+    for p in per_steps {
+        assert!(p["items_per_s"].as_f64().is_some_and(|v| v > 0.0), "{p}");
+        assert!(p["one_item_seconds"].as_f64().is_some(), "{p}");
+    }
+    // The ratios are the printed quotients of the figures above.
+    let mix = ip["mix_items_per_s"].as_f64().expect("mix");
+    let ratio = s["throughput_ratio"].as_f64().expect("throughput ratio");
+    let saturation = s["saturation_items_per_s"].as_f64().expect("saturation");
+    assert!((ratio - saturation / mix).abs() < 1e-9);
+    let batch_longest = per_steps
+        .iter()
+        .find(|p| p["steps"] == 5)
+        .and_then(|p| p["batch_seconds"].as_f64())
+        .expect("the longest step count's batch time");
+    let p99 = open["p99_ms"].as_f64().expect("open p99");
+    let r = s["p99_over_twice_batch"].as_f64().expect("p99 ratio");
+    assert!((r - p99 / (2.0 * batch_longest * 1e3)).abs() < 1e-9);
+}
