@@ -6,27 +6,30 @@
 #   - an open loop at OPEN_FRACTION (0.5) of the step-level saturation rate, the same absolute
 #     rate for both modes, so that their p99 compare at one load;
 #   - in the same run, the in-process engine's best batched throughput on the same mix and its
-#     single-batch compute time (one call at its best batch size, longest step count).
+#     single-batch compute time (one call at its best batch size, longest step count);
+#   - RATIO_ROUNDS (3) rounds of (service at the saturating concurrency, then the in-process
+#     mix), one after the other: the throughput ratio is the median of the rounds' ratios.
 # Prints the three goal ratios at the end; JSON summaries go to OUT (default .cache/bench).
 # Trains nothing: it uses models/default (built by scripts/build-default-model.sh if missing).
 #
 # Bounded: at most REQUESTS requests and MAX_SECONDS seconds per concurrency level (the
 # default leaves the time to decide, so that the requests in flight at the end are few).
 # Knobs (environment): MODEL, STEPS, CONCURRENCY, REQUESTS, MAX_SECONDS, SAMPLES, ITEMS,
-# OPEN_FRACTION, OPEN_SECONDS, MAX_BATCH_ROWS, DEVICE, OUT.
+# OPEN_FRACTION, OPEN_SECONDS, RATIO_ROUNDS, MAX_BATCH_ROWS, DEVICE, OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 
 MODEL=${MODEL:-models/default}
 STEPS=${STEPS:-1,10,50}
-CONCURRENCY=${CONCURRENCY:-1,16,64,256}
+CONCURRENCY=${CONCURRENCY:-1,16,64,256,512}
 REQUESTS=${REQUESTS:-1000000}
 MAX_SECONDS=${MAX_SECONDS:-15}
 SAMPLES=${SAMPLES:-1}
 ITEMS=${ITEMS:-1}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
 OPEN_SECONDS=${OPEN_SECONDS:-10}
+RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}
 DEVICE=${DEVICE:-auto}
 OUT=${OUT:-.cache/bench}
@@ -67,7 +70,7 @@ bench() {
     RUST_LOG=warn timeout 1200 "$BIN" loadgen --addr "http://127.0.0.1:$port" --model "$MODEL" \
         --device "$DEVICE" --steps "$STEPS" --concurrency "$CONCURRENCY" \
         --requests "$REQUESTS" --max-seconds "$MAX_SECONDS" --items "$ITEMS" \
-        --samples "$SAMPLES" --open-seconds "$OPEN_SECONDS" \
+        --samples "$SAMPLES" --open-seconds "$OPEN_SECONDS" --ratio-rounds "$RATIO_ROUNDS" \
         --in-process-batches "1,16,64,$MAX_BATCH_ROWS" \
         --label "batching $mode" --summary-json "$OUT/$mode.json" "$@"
     stop_server
@@ -100,6 +103,9 @@ for p in ip["per_steps"]:
     print(f"in-process, {p['steps']} steps: {p['items_per_s']:.0f} items/s at batch {p['batch']} "
           f"({p['batch_seconds']*1e3:.1f} ms per batch" + (f", {one*1e3:.1f} ms for one item)" if one else ")"))
 print(f"in-process mix: {ip['mix_items_per_s']:.0f} items/s ({ip['device']}, {ip['threads']} threads)")
+for name, s in (("step", step), ("request", req)):
+    rounds = ", ".join(f"{r['service_items_per_s']:.0f}/{r['in_process_items_per_s']:.0f} = {r['ratio']:.3f}" for r in s["ratio_rounds"])
+    print(f"throughput rounds, {name}-level (service/in-process items/s): {rounds}")
 print()
 print(f"goal 1, saturation / in-process (>= 0.9): step {step['throughput_ratio']:.3f}, request {req['throughput_ratio']:.3f}")
 print(f"goal 2, p99 at half saturation / (2 x single-batch compute) (< 1): step {step['p99_over_twice_batch']:.3f}, request {req['p99_over_twice_batch']:.3f}")

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use crate::device::{describe, DeviceChoice};
 use crate::diffusion::sampler::SampleOptions;
-use crate::model::{artifact, row_seed};
+use crate::model::{artifact, row_seed, DiffgapModel};
 use crate::service::proto::diffgap_client::DiffgapClient;
 use crate::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 
@@ -48,6 +48,12 @@ pub struct LoadgenArgs {
     /// 0.5; replaces --rate.
     #[arg(long)]
     pub open_fraction: Option<f64>,
+    /// Rounds of (service at the saturating concurrency, then the in-process engine at its best
+    /// batches), one after the other, for the throughput ratio: its median over the rounds is
+    /// reported, so that a slow spell of a shared machine does not decide it (0: one ratio from
+    /// the sweep's best level and the in-process figures).
+    #[arg(long, default_value_t = 3)]
+    pub ratio_rounds: usize,
     /// Writes the run's figures (closed and open loop, in-process, ratios) as JSON here.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
@@ -164,6 +170,14 @@ impl InProcess {
     }
 }
 
+/// One round of the throughput ratio.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RatioRound {
+    pub service_items_per_s: f64,
+    pub in_process_items_per_s: f64,
+    pub ratio: f64,
+}
+
 /// Everything a run measured, with the goal ratios of the service benchmark.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
@@ -178,7 +192,10 @@ pub struct Summary {
     /// Best closed-loop items/s (the service's saturation throughput).
     pub saturation_items_per_s: f64,
     pub in_process: Option<InProcess>,
-    /// saturation_items_per_s / in_process.mix_items_per_s.
+    /// The interleaved rounds: (service items/s, in-process mix items/s, ratio) each.
+    pub ratio_rounds: Vec<RatioRound>,
+    /// The median of the rounds' ratios, or with no rounds saturation_items_per_s /
+    /// in_process.mix_items_per_s.
     pub throughput_ratio: Option<f64>,
     /// Open-loop p99 / (2 x the single-batch compute time of the longest step count).
     pub p99_over_twice_batch: Option<f64>,
@@ -359,7 +376,7 @@ async fn open_loop(
 
 /// The in-process engine's best items/s per step count over the batch sizes, and the best
 /// items/s of the cycled mix (each step count equally often).
-fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
+fn load_model(args: &LoadgenArgs, target: &Target) -> Result<DiffgapModel> {
     let device = args.device.resolve().map_err(anyhow::Error::msg)?;
     let model = artifact::load(&args.model, device)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -371,6 +388,48 @@ fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
             target.dim
         );
     }
+    Ok(model)
+}
+
+/// Median seconds of one in-process bridge of `batch` items at `steps` (after a warm-up).
+fn time_bridge(
+    model: &DiffgapModel,
+    target: &Target,
+    steps: usize,
+    batch: usize,
+    samples: usize,
+) -> Result<f64> {
+    let _g = tch::no_grad_guard();
+    let opts = SampleOptions {
+        steps,
+        guidance: model.card.defaults.guidance,
+        samples,
+    };
+    let flat: Vec<f32> = (0..batch)
+        .flat_map(|i| vector(row_seed(i as u64, 0), target.dim))
+        .collect();
+    let x = Tensor::from_slice(&flat).view([batch as i64, target.dim as i64]);
+    let seeds: Vec<u64> = (0..batch).map(|i| row_seed(7, i)).collect();
+    let run = || -> Result<f64> {
+        let t = Instant::now();
+        let y = model.bridge(&x, &target.from, &target.to, &seeds, opts)?;
+        let _ = y.sum(Kind::Float).double_value(&[]);
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run()?; // warm-up
+    let mut times: Vec<f64> = (0..3).map(|_| run()).collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[1])
+}
+
+/// Items/s of the cycled mix when each step count costs `1 / items_per_s` per item.
+fn mix_rate(items_per_s: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = items_per_s.fold((0.0, 0usize), |(s, n), r| (s + 1.0 / r, n + 1));
+    n as f64 / sum.max(1e-12)
+}
+
+fn in_process(args: &LoadgenArgs, target: &Target, model: &DiffgapModel) -> Result<InProcess> {
+    let device = model.device();
     println!(
         "\nin-process engine ({}, {}, {} threads): best items/s over batch sizes {:?}",
         args.model.display(),
@@ -378,39 +437,19 @@ fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
         tch::get_num_threads(),
         args.in_process_batches
     );
-    let _g = tch::no_grad_guard();
-    let guidance = model.card.defaults.guidance;
     let mut best = Vec::new();
     for &steps in &args.steps {
-        let opts = SampleOptions {
-            steps,
-            guidance,
-            samples: args.samples,
-        };
         // (batch, items/s, median seconds per call)
         let mut top = (0usize, 0f64, 0f64);
         let mut one_item = None;
         for &b in &args.in_process_batches {
-            let flat: Vec<f32> = (0..b)
-                .flat_map(|i| vector(row_seed(i as u64, 0), target.dim))
-                .collect();
-            let x = Tensor::from_slice(&flat).view([b as i64, target.dim as i64]);
-            let seeds: Vec<u64> = (0..b).map(|i| row_seed(7, i)).collect();
-            let run = || -> Result<f64> {
-                let t = Instant::now();
-                let y = model.bridge(&x, &target.from, &target.to, &seeds, opts)?;
-                let _ = y.sum(Kind::Float).double_value(&[]);
-                Ok(t.elapsed().as_secs_f64())
-            };
-            run()?; // warm-up
-            let mut times: Vec<f64> = (0..3).map(|_| run()).collect::<Result<_>>()?;
-            times.sort_by(f64::total_cmp);
-            let per_s = b as f64 / times[1];
+            let secs = time_bridge(model, target, steps, b, args.samples)?;
+            let per_s = b as f64 / secs;
             if b == 1 {
-                one_item = Some(times[1]);
+                one_item = Some(secs);
             }
             if per_s > top.1 {
-                top = (b, per_s, times[1]);
+                top = (b, per_s, secs);
             }
         }
         println!(
@@ -428,14 +467,38 @@ fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
         });
     }
     // Each step count equally often: the mix costs the mean of the per-item times.
-    let mean_secs =
-        best.iter().map(|b| 1.0 / b.items_per_s).sum::<f64>() / best.len().max(1) as f64;
+    let mix_items_per_s = mix_rate(best.iter().map(|b| b.items_per_s));
     Ok(InProcess {
         device: describe(device),
         threads: tch::get_num_threads(),
         per_steps: best,
-        mix_items_per_s: 1.0 / mean_secs,
+        mix_items_per_s,
     })
+}
+
+/// The in-process mix again, each step count at the best batch found before.
+fn in_process_mix(
+    model: &DiffgapModel,
+    target: &Target,
+    p: &InProcess,
+    samples: usize,
+) -> Result<f64> {
+    let rates = p
+        .per_steps
+        .iter()
+        .map(|s| time_bridge(model, target, s.steps, s.batch, samples).map(|t| s.batch as f64 / t))
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(mix_rate(rates.into_iter()))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn header() {
@@ -469,31 +532,91 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (target, closed, open_rate, open) = rt.block_on(drive(args))?;
+    let Driven {
+        target,
+        client,
+        load,
+        closed,
+        open_rate,
+        open,
+    } = rt.block_on(drive(args))?;
     let saturation = closed.iter().map(|r| r.items_per_s).fold(0.0, f64::max);
-    let in_process = if args.no_in_process {
+    let model = if args.no_in_process {
         None
     } else {
-        let p = in_process(args, &target)?;
-        println!(
-            "  cycled mix of steps {:?}: {:.0} items/s",
-            args.steps, p.mix_items_per_s
-        );
-        Some(p)
+        Some(load_model(args, &target)?)
+    };
+    let in_process = match &model {
+        None => None,
+        Some(model) => {
+            let p = in_process(args, &target, model)?;
+            println!(
+                "  cycled mix of steps {:?}: {:.0} items/s",
+                args.steps, p.mix_items_per_s
+            );
+            Some(p)
+        }
     };
     let label = if args.label.is_empty() {
         String::new()
     } else {
         format!(" ({})", args.label)
     };
-    let throughput_ratio = in_process.as_ref().map(|p| {
-        let ratio = saturation / p.mix_items_per_s.max(1e-9);
+    // The concurrency of the sweep's best level saturates the service.
+    let saturating = args
+        .concurrency
+        .iter()
+        .zip(&closed)
+        .max_by(|a, b| a.1.items_per_s.total_cmp(&b.1.items_per_s))
+        .map(|(&c, _)| c);
+    let mut ratio_rounds = Vec::new();
+    if let (Some(model), Some(p), Some(c)) = (&model, &in_process, saturating) {
+        if args.ratio_rounds > 0 {
+            println!(
+                "\nthroughput ratio, {} rounds of {} s at conc {c} then the in-process mix:",
+                args.ratio_rounds, args.max_seconds
+            );
+        }
+        for round in 0..args.ratio_rounds {
+            let r = rt.block_on(closed_loop(
+                &client,
+                &load,
+                c,
+                args.requests,
+                Duration::from_secs_f64(args.max_seconds),
+            ));
+            let service = r.requests_per_s() * args.items as f64;
+            let engine = in_process_mix(model, &target, p, args.samples)?;
+            let ratio = service / engine.max(1e-9);
+            println!(
+                "  round {}: service {service:.1} items/s, in-process {engine:.1} items/s, ratio {ratio:.3}",
+                round + 1
+            );
+            ratio_rounds.push(RatioRound {
+                service_items_per_s: service,
+                in_process_items_per_s: engine,
+                ratio,
+            });
+        }
+    }
+    let throughput_ratio = if ratio_rounds.is_empty() {
+        in_process.as_ref().map(|p| {
+            let ratio = saturation / p.mix_items_per_s.max(1e-9);
+            println!(
+                "\nservice/in-process{label}: best service {saturation:.1} items/s / in-process {:.1} items/s = {ratio:.3}",
+                p.mix_items_per_s
+            );
+            ratio
+        })
+    } else {
+        let ratios: Vec<f64> = ratio_rounds.iter().map(|r| r.ratio).collect();
+        let m = median(&ratios);
         println!(
-            "\nservice/in-process{label}: best service {saturation:.1} items/s / in-process {:.1} items/s = {ratio:.3}",
-            p.mix_items_per_s
+            "\nservice/in-process{label}: median of {} rounds = {m:.3}",
+            ratios.len()
         );
-        ratio
-    });
+        Some(m)
+    };
     let p99_over_twice_batch = match (&open, in_process.as_ref()) {
         (Some(o), Some(p)) => p.longest_batch_seconds().map(|t| {
             let ratio = o.p99_ms / (2.0 * t * 1e3);
@@ -517,6 +640,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
             open,
             saturation_items_per_s: saturation,
             in_process,
+            ratio_rounds,
             throughput_ratio,
             p99_over_twice_batch,
         };
@@ -526,9 +650,17 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
     Ok(())
 }
 
-async fn drive(
-    args: &LoadgenArgs,
-) -> Result<(Target, Vec<LevelSummary>, Option<f64>, Option<LevelSummary>)> {
+/// What [`drive`] measured, with the client and load for later rounds.
+struct Driven {
+    target: Target,
+    client: DiffgapClient<Channel>,
+    load: Arc<Load>,
+    closed: Vec<LevelSummary>,
+    open_rate: Option<f64>,
+    open: Option<LevelSummary>,
+}
+
+async fn drive(args: &LoadgenArgs) -> Result<Driven> {
     let channel = Channel::from_shared(args.addr.clone())
         .context("--addr")?
         // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
@@ -639,7 +771,14 @@ async fn drive(
         row(&r);
         open = Some(r);
     }
-    Ok((target, closed, (rate > 0.0).then_some(rate), open))
+    Ok(Driven {
+        target,
+        client,
+        load,
+        closed,
+        open_rate: (rate > 0.0).then_some(rate),
+        open,
+    })
 }
 
 #[cfg(test)]
@@ -652,6 +791,15 @@ mod tests {
         assert_eq!(a, vector(3, 32));
         assert_ne!(a, vector(4, 32));
         assert!(a.iter().all(|v| (-0.5..0.5).contains(v)));
+    }
+
+    #[test]
+    fn medians_and_the_mix_rate() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        // One item at 1/s and one at 3/s: 2 items in 4/3 s.
+        assert!((mix_rate([1.0, 3.0].into_iter()) - 1.5).abs() < 1e-12);
     }
 
     #[test]
