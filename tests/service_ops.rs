@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 use diffgap::service::{LogFormat, ServeArgs, ServeConfig};
-use support::{channel, serve_until_stopped};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{channel, http_get, sample, serve_until_stopped};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -65,52 +64,8 @@ async fn client() -> DiffgapClient<Channel> {
     support::client(server().0).await
 }
 
-/// GET `path` over a plain TCP connection: (status line, body).
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the metrics listener");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
 async fn scrape() -> String {
-    let (status, body) = http_get(server().1, "/metrics").await;
-    assert!(status.contains("200"), "{status}");
-    body
-}
-
-/// The value of the sample `name{...}` whose labels include every `label="value"` of
-/// `labels` (0 when there is none).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|l| {
-            l.rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .expect("a sample value")
-        })
-        .sum()
+    support::scrape(server().1).await
 }
 
 fn item(seed: u64) -> BridgeItem {
