@@ -330,9 +330,7 @@ fn bridge(args: BridgeArgs) -> Result<()> {
 }
 
 fn serve(cfg: ServeConfig) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let runtime = diffgap::service::threads::runtime(cfg.io_thread_policy)
         .context("starting the async runtime")?;
     let served = runtime.block_on(diffgap::service::serve(cfg, shutdown_signal()));
     // Whatever is still running (a model thread past the drain deadline) is not waited for.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::scheduler::Batching;
+use super::threads::IoThreadPolicy;
 use crate::device::DeviceChoice;
 
 /// The file read when neither `--config` nor `DIFFGAP_CONFIG` names one (skipped if absent).
@@ -45,6 +46,7 @@ pub const KEYS: &[&str] = &[
     "auth_tokens_file",
     "model_repository",
     "catalogs",
+    "io_thread_policy",
 ];
 
 /// Largest `max_batch_rows` and `max_items_per_request`.
@@ -111,6 +113,10 @@ pub struct ServeConfig {
     pub model_repository: PathBuf,
     /// A folder of catalogs (`diffgap catalog build`) served for their models; "" = none.
     pub catalogs: PathBuf,
+    /// Scheduling of the network threads: batch (Linux SCHED_BATCH: they never preempt the
+    /// model threads on wake-up) or normal (see `service::threads`).
+    #[serde(with = "as_value_enum")]
+    pub io_thread_policy: IoThreadPolicy,
 }
 
 impl Default for ServeConfig {
@@ -134,6 +140,7 @@ impl Default for ServeConfig {
             auth_tokens_file: PathBuf::new(),
             model_repository: PathBuf::new(),
             catalogs: PathBuf::new(),
+            io_thread_policy: IoThreadPolicy::default(),
         }
     }
 }
@@ -212,6 +219,10 @@ pub struct ServeArgs {
     /// DIFFGAP_CATALOGS].
     #[arg(long, value_name = "DIR")]
     pub catalogs: Option<PathBuf>,
+    /// Scheduling of the network threads: batch (never preempt the model threads on wake-up)
+    /// or normal [default: batch; env: DIFFGAP_IO_THREAD_POLICY].
+    #[arg(long, value_enum)]
+    pub io_thread_policy: Option<IoThreadPolicy>,
 }
 
 impl ServeArgs {
@@ -257,6 +268,7 @@ impl ServeArgs {
             ("auth_tokens_file", path_value(&self.auth_tokens_file)),
             ("model_repository", path_value(&self.model_repository)),
             ("catalogs", path_value(&self.catalogs)),
+            ("io_thread_policy", self.io_thread_policy.map(value_name)),
         ];
         debug_assert!(o.iter().all(|(k, _)| KEYS.contains(k)));
         o.into_iter()

@@ -12,7 +12,8 @@
 //! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
 //! - [`request_id`]: request ids and the timing headers of responses;
 //! - [`security`]: TLS, mutual TLS and bearer-token authentication;
-//! - [`telemetry`]: the log subscriber (text or JSON).
+//! - [`telemetry`]: the log subscriber (text or JSON);
+//! - [`threads`]: the async runtime, and its threads' scheduling against the model threads.
 
 pub mod catalog;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod request_id;
 pub mod scheduler;
 pub mod security;
 pub mod telemetry;
+pub mod threads;
 pub mod validate;
 pub mod worker;
 

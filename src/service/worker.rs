@@ -29,6 +29,7 @@ use super::embedder::{self, EmbedJob, Embedded, EmbedderInfo, RawInput};
 use super::error::ServiceError;
 use super::scheduler::{drop_reason, DropReason, Scheduler};
 pub use super::scheduler::{Batching, StatsSnapshot, WorkerStats};
+use super::threads::{self, IoThreadPolicy};
 use crate::device::describe;
 use crate::diffusion::sampler::{RowStep, SampleOptions};
 use crate::encoders::EncoderSet;
@@ -407,6 +408,11 @@ impl ModelWorker {
             .name("diffgap-model".into())
             .spawn(move || {
                 let _watch = DeathWatch(Some(died_tx));
+                // Started from a runtime thread (a reload), it would inherit that thread's
+                // policy; the model thread and its OpenMP team are the ones not to preempt.
+                if let Err(e) = threads::set_current(IoThreadPolicy::Normal) {
+                    tracing::warn!("cannot reset the model thread's scheduling policy: {e}");
+                }
                 let loaded = artifact::load(&dir, device)
                     .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
                     .and_then(|m| {
