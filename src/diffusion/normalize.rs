@@ -37,6 +37,16 @@ impl ModalityStats {
         (x - self.mean_tensor(x.device())) / self.scale as f64
     }
 
+    /// [`normalize`](Self::normalize) of one L2-normalised row on the host: the server prepares
+    /// each request's rows this way, since a handful of libtorch calls per row, on the model
+    /// thread, cost more than the arithmetic.
+    pub fn normalize_row(&self, x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .zip(&self.mean)
+            .map(|(&v, &m)| (v - m) / self.scale)
+            .collect()
+    }
+
     /// Diffusion space -> embedding space, L2-normalised like the encoder's outputs.
     pub fn denormalize(&self, z: &Tensor) -> Tensor {
         l2_normalize(&(z * self.scale as f64 + self.mean_tensor(z.device())))
@@ -51,9 +61,44 @@ pub fn l2_normalize(x: &Tensor) -> Tensor {
     x / norm
 }
 
+/// [`l2_normalize`] of one row on the host (the sum of squares in f64).
+pub fn l2_normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    let norm = norm.max(1e-12) as f32;
+    for x in &mut v {
+        *x /= norm;
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_rows_match_the_tensor_ops() {
+        let v = vec![3.0f32, -4.0, 0.5, 1e-3];
+        let t = l2_normalize(&Tensor::from_slice(&v).view([1, 4]));
+        let want = Vec::<f32>::try_from(&t.view([-1])).expect("to vec");
+        let got = l2_normalized(v);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
+        }
+        assert_eq!(l2_normalized(vec![0.0; 3]), vec![0.0; 3]);
+
+        let stats = ModalityStats {
+            mean: vec![0.1, -0.2, 0.3, 0.0],
+            scale: 0.05,
+        };
+        let want = Vec::<f32>::try_from(&stats.normalize(&t).view([-1])).expect("to vec");
+        for (a, b) in stats.normalize_row(&got).iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn round_trip_and_unit_variance() {

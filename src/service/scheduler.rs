@@ -30,7 +30,7 @@ use tch::{Kind, Tensor};
 use super::error::ServiceError;
 use super::worker::{Bridged, Job, RowStart};
 use crate::diffusion::noise::{normal_rows, Purpose};
-use crate::diffusion::normalize::l2_normalize;
+use crate::diffusion::normalize::l2_normalized;
 use crate::diffusion::sampler::RowStep;
 use crate::model::DiffgapModel;
 
@@ -115,20 +115,6 @@ impl WorkerStats {
     }
 }
 
-/// `v / max(|v|, 1e-12)`, as [`l2_normalize`] on one row (the norm accumulated in f64).
-fn l2_normalized(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt();
-    let norm = norm.max(1e-12) as f32;
-    for x in &mut v {
-        *x /= norm;
-    }
-    v
-}
-
 /// Why a request is dropped before it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -182,15 +168,15 @@ pub fn deadline_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option
 
 /// One item of an admitted request.
 struct Item {
-    /// The normalised condition row [1, dim], on the model's device.
-    cond: Tensor,
+    /// The normalised condition row (dim values, on the host until admitted).
+    cond: Rc<[f32]>,
     direction: i64,
     target: String,
     timesteps: Rc<[usize]>,
     guidance: f32,
     seed: u64,
-    /// Refine: the normalised embedding [1, dim] and the timestep it is noised to.
-    refine: Option<(Tensor, usize)>,
+    /// Refine: the normalised embedding (dim values) and the timestep it is noised to.
+    refine: Option<(Rc<[f32]>, usize)>,
     /// Denormalised finished samples (on the host), by sample index.
     samples: Vec<Option<Vec<f32>>>,
     finished: usize,
@@ -343,16 +329,13 @@ impl<'m> Scheduler<'m> {
                     row.embedding.len()
                 )));
             }
-            // As DiffgapModel::bridge prepares its input: f32, on the device, L2-normalised,
-            // then normalised with the condition's statistics.
-            let x = Tensor::from_slice(&row.embedding)
-                .view([1, dim])
-                .to_kind(Kind::Float)
-                .to_device(m.device());
+            // As DiffgapModel::bridge prepares its input: L2-normalised, then normalised with
+            // the condition's statistics (on the host: see ModalityStats::normalize_row).
             let cond = m
                 .stats(&row.from)
                 .map_err(internal)?
-                .normalize(&l2_normalize(&x));
+                .normalize_row(&l2_normalized(row.embedding.clone()))
+                .into();
             let to_stats = m.stats(&row.to).map_err(internal)?;
             // As Sampler::refine: the start is the embedding noised to t_start, and the
             // trajectory takes round(steps x strength) steps (at least one) from there.
@@ -368,11 +351,9 @@ impl<'m> Scheduler<'m> {
                             embedding.len()
                         )));
                     }
-                    let x = Tensor::from_slice(embedding)
-                        .view([1, dim])
-                        .to_kind(Kind::Float)
-                        .to_device(m.device());
-                    let x0 = to_stats.normalize(&l2_normalize(&x));
+                    let x0 = to_stats
+                        .normalize_row(&l2_normalized(embedding.clone()))
+                        .into();
                     let t_start = ((strength * t_max as f64).round() as usize).min(t_max);
                     let n = ((row.opts.steps as f64 * strength).round() as usize).max(1);
                     (m.schedule().ddim_timesteps(n, t_start), Some((x0, t_start)))
@@ -399,11 +380,12 @@ impl<'m> Scheduler<'m> {
     ///
     /// [`Sampler::sample`]: crate::diffusion::sampler::Sampler::sample
     pub fn admit(&mut self, now: Instant) {
+        let dim = self.model.dim() as usize;
         let mut keys = Vec::new();
-        let mut conds = Vec::new();
+        let mut conds: Vec<f32> = Vec::new();
         let mut dirs = Vec::new();
         // Refine rows: (row index in `keys`, normalised embedding, noise level).
-        let mut refines: Vec<(i64, Tensor, f32)> = Vec::new();
+        let mut refines: Vec<(i64, Rc<[f32]>, f32)> = Vec::new();
         while self.rows.len() < self.max_rows {
             let Some(&id) = self.admitting.front() else {
                 break;
@@ -418,10 +400,10 @@ impl<'m> Scheduler<'m> {
                 let item = &req.items[i];
                 if let Some((x0, t_start)) = &item.refine {
                     let a = self.model.schedule().alpha_bar(*t_start) as f32;
-                    refines.push((keys.len() as i64, x0.shallow_clone(), a));
+                    refines.push((keys.len() as i64, x0.clone(), a));
                 }
                 keys.push((item.seed, k as u64));
-                conds.push(item.cond.shallow_clone());
+                conds.extend_from_slice(&item.cond);
                 dirs.push(item.direction);
                 self.rows.push(Row {
                     request: id,
@@ -447,7 +429,6 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let device = self.model.device();
-        let dim = self.model.dim() as usize;
         let mut x = normal_rows(&keys, Purpose::Start, dim, device);
         if !refines.is_empty() {
             // As Sampler::refine: sqrt(abar) x0 + sqrt(1 - abar) eps, eps drawn for Refine.
@@ -456,19 +437,18 @@ impl<'m> Scheduler<'m> {
             let eps = normal_rows(&rkeys, Purpose::Refine, dim, device);
             let a: Vec<f32> = refines.iter().map(|r| r.2).collect();
             let a = Tensor::from_slice(&a).to_device(device).unsqueeze(-1);
-            let x0 = Tensor::cat(
-                &refines
-                    .iter()
-                    .map(|r| r.1.shallow_clone())
-                    .collect::<Vec<_>>(),
-                0,
-            );
+            let x0: Vec<f32> = refines.iter().flat_map(|r| r.1.iter().copied()).collect();
+            let x0 = Tensor::from_slice(&x0)
+                .view([refines.len() as i64, dim as i64])
+                .to_device(device);
             let xr = a.sqrt() * x0 + (-&a + 1.0).sqrt() * eps;
             let idx: Vec<i64> = refines.iter().map(|r| r.0).collect();
             let idx = Tensor::from_slice(&idx).to_device(device);
             x = x.index_copy(0, &idx, &xr);
         }
-        let cond = Tensor::cat(&conds, 0);
+        let cond = Tensor::from_slice(&conds)
+            .view([keys.len() as i64, dim as i64])
+            .to_device(device);
         let dir = Tensor::from_slice(&dirs).to_device(device);
         self.tensors = Some(match self.tensors.take() {
             None => (x, cond, dir),
@@ -728,17 +708,6 @@ mod tests {
         for bad in ["", "m", "10", "10x", "-1S", "123456789S", "1.5S", "S5"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn host_l2_normalisation_matches_the_tensor_one() {
-        let v = vec![3.0f32, -4.0, 0.5, 1e-3];
-        let t = l2_normalize(&Tensor::from_slice(&v).view([1, 4]));
-        let want = Vec::<f32>::try_from(&t.view([-1])).expect("to vec");
-        for (a, b) in l2_normalized(v).iter().zip(&want) {
-            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
-        }
-        assert_eq!(l2_normalized(vec![0.0; 3]), vec![0.0; 3]);
     }
 
     #[test]
