@@ -7,7 +7,7 @@
 #     rate for both modes, so that their p99 compare at one load;
 #   - in the same run, the in-process engine's best batched throughput on the same mix and its
 #     single-batch compute time (one call at its best batch size, longest step count);
-#   - RATIO_ROUNDS (3) rounds of (service at the saturating concurrency, then the in-process
+#   - RATIO_ROUNDS (5) rounds of (service at the saturating concurrency, then the in-process
 #     mix), one after the other: the throughput ratio is the median of the rounds' ratios.
 # Prints the three goal ratios at the end; JSON summaries go to OUT (default .cache/bench).
 # Trains nothing: it uses models/default (built by scripts/build-default-model.sh if missing).
@@ -29,7 +29,7 @@ SAMPLES=${SAMPLES:-1}
 ITEMS=${ITEMS:-1}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
 OPEN_SECONDS=${OPEN_SECONDS:-10}
-RATIO_ROUNDS=${RATIO_ROUNDS:-3}
+RATIO_ROUNDS=${RATIO_ROUNDS:-5}
 MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}
 DEVICE=${DEVICE:-auto}
 OUT=${OUT:-.cache/bench}

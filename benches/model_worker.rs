@@ -1,0 +1,155 @@
+//! The model worker without the network: how much of a step its scheduling costs, and what a
+//! second OpenMP team in the process does to libtorch's speed.
+//!
+//! `cargo bench --bench model_worker` (on `models/default`, or the model folder given as
+//! `DIFFGAP_BENCH_MODEL`). Each round times a plain in-process bridge on the model thread
+//! (256 rows x 10 steps), then 512 in-process clients saturating the step-level worker with 1-,
+//! 10- and 50-step requests for 10 s (the first 2 s not counted); it reports per-row-step times
+//! and their ratio, the median of 3 rounds. Then, apart (it slows the rest of the process):
+//! a bridge on a fresh thread before and after the main thread has run one of its own.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use diffgap::diffusion::sampler::SampleOptions;
+use diffgap::loadgen::lcg_vector;
+use diffgap::model::{artifact, DiffgapModel};
+use diffgap::service::worker::{BridgeRow, ModelWorker, WorkerOptions};
+use tch::{Device, Kind, Tensor};
+
+const ROWS: usize = 256;
+const CLIENTS: usize = 512;
+const ROUNDS: usize = 3;
+
+/// Median milliseconds per step of a 10-step bridge of ROWS rows.
+fn bridge_ms_per_step(m: &DiffgapModel) -> Result<f64> {
+    let _g = tch::no_grad_guard();
+    let d = m
+        .card
+        .directions
+        .first()
+        .context("the model has no direction")?;
+    let x = Tensor::randn([ROWS as i64, m.dim()], (Kind::Float, Device::Cpu));
+    let seeds: Vec<u64> = (0..ROWS as u64).collect();
+    let o = SampleOptions {
+        steps: 10,
+        guidance: m.card.defaults.guidance,
+        samples: 1,
+    };
+    let run = || -> Result<f64> {
+        let t = Instant::now();
+        let _ = m.bridge(&x, &d.condition, &d.target, &seeds, o)?;
+        Ok(t.elapsed().as_secs_f64() * 1e3 / 10.0)
+    };
+    run()?;
+    let mut v = (0..3).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    v.sort_by(f64::total_cmp);
+    Ok(v[1])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A bridge timed on a thread of its own, which ends (and frees its OpenMP team) afterwards.
+fn on_fresh_thread(dir: &Path) -> Result<f64> {
+    let dir = dir.to_owned();
+    std::thread::spawn(move || bridge_ms_per_step(&artifact::load(&dir, Device::Cpu)?))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the timing thread panicked"))?
+}
+
+fn main() -> Result<()> {
+    let dir = std::env::var_os("DIFFGAP_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models/default"));
+    // Read on a thread that ends, so that the main thread never starts an OpenMP team.
+    let d2 = dir.clone();
+    let (from, to, dim, guidance) = std::thread::spawn(move || -> Result<_> {
+        let m = artifact::load(&d2, Device::Cpu)?;
+        let d = m.card.directions.first().context("no direction")?;
+        Ok((
+            d.condition.clone(),
+            d.target.clone(),
+            m.dim() as usize,
+            m.card.defaults.guidance,
+        ))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("loading panicked"))?
+    .with_context(|| format!("loading {}", dir.display()))?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let (bridge, worker) = rt.block_on(async {
+        let w = ModelWorker::spawn_with(dir.clone(), Device::Cpu, WorkerOptions::new(ROWS, 1024))?;
+        w.ready.await??;
+        let (h, stats) = (w.handle, w.stats);
+        let (mut bridge, mut worker) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let ms = h.call(|ctx| bridge_ms_per_step(ctx.model).map_err(|e| {
+                diffgap::service::error::ServiceError::Internal(e.to_string())
+            }))
+            .await?;
+            let stop = Instant::now() + Duration::from_secs(10);
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let (h, from, to) = (h.clone(), from.clone(), to.clone());
+                    tokio::spawn(async move {
+                        let mut i = c;
+                        while Instant::now() < stop {
+                            let row = BridgeRow::bridge(
+                                &from,
+                                &to,
+                                lcg_vector(i as u64 | 1, dim),
+                                SampleOptions { steps: [1, 10, 50][i % 3], guidance, samples: 1 },
+                                i as u64,
+                            );
+                            let _ = h.bridge(vec![row]).await;
+                            i += CLIENTS;
+                        }
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (s0, t0) = (stats.snapshot(), Instant::now());
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            let (s1, el) = (stats.snapshot(), t0.elapsed().as_secs_f64());
+            for t in tasks {
+                t.await?;
+            }
+            let steps = (s1.steps - s0.steps).max(1) as f64;
+            let rows = (s1.rows_denoised - s0.rows_denoised).max(1) as f64;
+            let per_row = el * 1e3 / rows;
+            println!(
+                "round {}: bridge {ms:.2} ms/step at {ROWS} rows ({:.1} us/row-step); worker {:.2} ms/step at {:.0} rows ({:.1} us/row-step)",
+                round + 1,
+                ms * 1e3 / ROWS as f64,
+                el * 1e3 / steps,
+                rows / steps,
+                per_row * 1e3,
+            );
+            bridge.push(ms / ROWS as f64);
+            worker.push(per_row);
+        }
+        anyhow::Ok((bridge, worker))
+    })?;
+    let ratios: Vec<f64> = bridge.iter().zip(&worker).map(|(b, w)| b / w).collect();
+    println!(
+        "worker / plain bridge throughput per row-step: median {:.3} over {ROUNDS} rounds {ratios:.3?}",
+        median(ratios.clone())
+    );
+    drop(rt);
+
+    let alone = on_fresh_thread(&dir)?;
+    // The main thread's own bridge starts a second OpenMP team, which stays.
+    let m = artifact::load(&dir, Device::Cpu)?;
+    let main = bridge_ms_per_step(&m)?;
+    let after = on_fresh_thread(&dir)?;
+    println!(
+        "OpenMP teams: a bridge step on a fresh thread {alone:.2} ms alone, {after:.2} ms once the main thread has run one ({main:.2} ms there): x{:.2}",
+        after / alone
+    );
+    Ok(())
+}
