@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use diffgap::diffusion::sampler::SampleOptions;
+use diffgap::eval::retrieval::median;
 use diffgap::loadgen::lcg_vector;
 use diffgap::model::{artifact, DiffgapModel};
 use diffgap::service::worker::{BridgeRow, ModelWorker, WorkerOptions};
@@ -44,13 +45,7 @@ fn bridge_ms_per_step(m: &DiffgapModel) -> Result<f64> {
     };
     run()?;
     let mut v = (0..3).map(|_| run()).collect::<Result<Vec<_>>>()?;
-    v.sort_by(f64::total_cmp);
-    Ok(v[1])
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    Ok(median(&mut v))
 }
 
 /// A bridge timed on a thread of its own, which ends (and frees its OpenMP team) afterwards.
@@ -138,7 +133,7 @@ fn main() -> Result<()> {
     let ratios: Vec<f64> = bridge.iter().zip(&worker).map(|(b, w)| b / w).collect();
     println!(
         "worker / plain bridge throughput per row-step: median {:.3} over {ROUNDS} rounds {ratios:.3?}",
-        median(ratios.clone())
+        median(&mut ratios.clone())
     );
     drop(rt);
 
