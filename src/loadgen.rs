@@ -281,10 +281,7 @@ async fn one(
     client.bridge(load.request(i)).await.map(|_| ())
 }
 
-/// `concurrency` clients, each sending its next request when the last is answered, until
-/// `requests` are sent or `max` has passed. The rate counts the requests answered while every
-/// client was still sending (up to the first client's stop), so that the drain at the end,
-/// with fewer clients, does not lower the saturation figure.
+/// How long a closed-loop level runs and how much of its start is not counted.
 #[derive(Debug, Clone, Copy)]
 struct LevelTime {
     /// The level's longest time.
@@ -294,23 +291,27 @@ struct LevelTime {
 }
 
 impl LevelTime {
-    fn new(max_seconds: f64, warmup_seconds: f64) -> Self {
-        let max = Duration::from_secs_f64(max_seconds.max(0.0));
+    fn new(args: &LoadgenArgs) -> Self {
+        let max = Duration::from_secs_f64(args.max_seconds.max(0.0));
         Self {
             max,
-            warmup: Duration::from_secs_f64(warmup_seconds.max(0.0)).min(max / 4),
+            warmup: Duration::from_secs_f64(args.warmup_seconds.max(0.0)).min(max / 4),
         }
     }
 }
 
+/// `concurrency` clients, each sending its next request when the last is answered, until
+/// `requests` are sent or `time.max` has passed. The rate counts the requests answered while every
+/// client was still sending (up to the first client's stop), so that the drain at the end,
+/// with fewer clients, does not lower the saturation figure.
 async fn closed_loop(
     client: &DiffgapClient<Channel>,
     load: &Arc<Load>,
     concurrency: usize,
     requests: usize,
-    span: LevelTime,
+    time: LevelTime,
 ) -> LevelResult {
-    let LevelTime { max, warmup } = span;
+    let LevelTime { max, warmup } = time;
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -629,6 +630,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         .max_by(|a, b| a.1.items_per_s.total_cmp(&b.1.items_per_s))
         .map(|(&c, _)| c);
     let mut ratio_rounds = Vec::new();
+    let level_time = LevelTime::new(args);
     if let (Some(model), Some(p), Some(c)) = (&model, &in_process, saturating) {
         if args.ratio_rounds > 0 {
             println!(
@@ -637,13 +639,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
             );
         }
         for round in 0..args.ratio_rounds {
-            let r = rt.block_on(closed_loop(
-                &client,
-                &load,
-                c,
-                args.requests,
-                LevelTime::new(args.max_seconds, args.warmup_seconds),
-            ));
+            let r = rt.block_on(closed_loop(&client, &load, c, args.requests, level_time));
             let service = r.requests_per_s() * args.items as f64;
             let engine = in_process_mix(model, &target, p, args.samples)?;
             let ratio = service / engine.max(1e-9);
@@ -781,25 +777,17 @@ async fn drive(args: &LoadgenArgs) -> Result<Driven> {
             .map_err(|s| anyhow::anyhow!("warm-up request: {s}"))?;
     }
     let mut closed = Vec::new();
+    let level_time = LevelTime::new(args);
     if !args.concurrency.is_empty() {
         println!(
             "\nclosed loop: up to {} requests or {} s per level, the first {:.1} s not counted",
             args.requests,
             args.max_seconds,
-            LevelTime::new(args.max_seconds, args.warmup_seconds)
-                .warmup
-                .as_secs_f64()
+            level_time.warmup.as_secs_f64()
         );
         header();
         for &c in &args.concurrency {
-            let r = closed_loop(
-                &client,
-                &load,
-                c,
-                args.requests,
-                LevelTime::new(args.max_seconds, args.warmup_seconds),
-            )
-            .await;
+            let r = closed_loop(&client, &load, c, args.requests, level_time).await;
             let r = r.summary(&format!("conc {c}"), args.items);
             row(&r);
             closed.push(r);

@@ -4,9 +4,8 @@
 //! The model thread and its libtorch (OpenMP) team do the work that bounds throughput; the
 //! runtime's threads do short bursts of network work. Under the default policy, a runtime
 //! thread woken by a reply preempts a model thread in the middle of its bookkeeping or of a
-//! parallel region, and the model thread's OpenMP partner spins at the next barrier meanwhile.
-//! Measured on 2 cores at saturation (512 clients): answering the ~12 requests that finish in a
-//! ~21 ms step took 1.1 ms with preemption, 0.07 ms without. Linux's `SCHED_BATCH` threads never
+//! parallel region, and the model thread's OpenMP partner spins at the next barrier meanwhile
+//! (README, "Service benchmark", has the measurements). Linux's `SCHED_BATCH` threads never
 //! preempt on wake-up (they wait for a free core or the end of the running thread's slice, a
 //! few ms at most), and otherwise get their fair share of CPU time.
 
