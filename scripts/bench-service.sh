@@ -6,7 +6,9 @@
 #   - an open loop at OPEN_FRACTION (0.5) of the step-level saturation rate, the same absolute
 #     rate for both modes, so that their p99 compare at one load;
 #   - in the same run, the in-process engine's best batched throughput on the same mix and its
-#     single-batch compute time (one call at its best batch size, longest step count);
+#     single-batch compute time (one call at its best batch size, longest step count), best
+#     over batch sizes and over layouts (one instance on every core, and one single-threaded
+#     instance per core side by side);
 #   - RATIO_ROUNDS (5) rounds of (service at the saturating concurrency, then the in-process
 #     mix), one after the other: the throughput ratio is the median of the rounds' ratios.
 # Prints the three goal ratios at the end; JSON summaries go to OUT (default .cache/bench).
@@ -14,8 +16,10 @@
 #
 # Bounded: at most REQUESTS requests and MAX_SECONDS seconds per concurrency level (the
 # default leaves the time to decide, so that the requests in flight at the end are few).
+# The server runs INSTANCES model instances (default 0: one per core on the CPU, one on a
+# GPU), the throughput setting.
 # Knobs (environment): MODEL, STEPS, CONCURRENCY, REQUESTS, MAX_SECONDS, SAMPLES, ITEMS,
-# OPEN_FRACTION, OPEN_SECONDS, RATIO_ROUNDS, MAX_BATCH_ROWS, DEVICE, OUT.
+# OPEN_FRACTION, OPEN_SECONDS, RATIO_ROUNDS, MAX_BATCH_ROWS, INSTANCES, DEVICE, OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
@@ -31,6 +35,7 @@ OPEN_FRACTION=${OPEN_FRACTION:-0.5}
 OPEN_SECONDS=${OPEN_SECONDS:-10}
 RATIO_ROUNDS=${RATIO_ROUNDS:-5}
 MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}
+INSTANCES=${INSTANCES:-0}
 DEVICE=${DEVICE:-auto}
 OUT=${OUT:-.cache/bench}
 
@@ -64,7 +69,8 @@ bench() {
     echo
     echo "=== --batching $mode (127.0.0.1:$port) ==="
     RUST_LOG=warn "$BIN" serve --model "$MODEL" --listen "127.0.0.1:$port" --device "$DEVICE" \
-        --batching "$mode" --max-batch-rows "$MAX_BATCH_ROWS" --queue-capacity 1024 &
+        --batching "$mode" --max-batch-rows "$MAX_BATCH_ROWS" --instances "$INSTANCES" \
+        --queue-capacity 1024 &
     SERVER_PID=$!
     # loadgen waits (bounded) for the model to load before it starts.
     RUST_LOG=warn timeout 1200 "$BIN" loadgen --addr "http://127.0.0.1:$port" --model "$MODEL" \
@@ -100,9 +106,11 @@ ip = step["in_process"]
 print()
 for p in ip["per_steps"]:
     one = p["one_item_seconds"]
-    print(f"in-process, {p['steps']} steps: {p['items_per_s']:.0f} items/s at batch {p['batch']} "
+    print(f"in-process, {p['steps']} steps: {p['items_per_s']:.0f} items/s at batch {p['batch']} per instance "
           f"({p['batch_seconds']*1e3:.1f} ms per batch" + (f", {one*1e3:.1f} ms for one item)" if one else ")"))
-print(f"in-process mix: {ip['mix_items_per_s']:.0f} items/s ({ip['device']}, {ip['threads']} threads)")
+for l in ip["layouts"]:
+    print(f"in-process mix, {l['instances']} instance(s) x {l['threads']} thread(s): {l['mix_items_per_s']:.0f} items/s")
+print(f"in-process best: {ip['mix_items_per_s']:.0f} items/s ({ip['device']}, {ip['instances']} instance(s) x {ip['threads']} thread(s))")
 for name, s in (("step", step), ("request", req)):
     rounds = ", ".join(f"{r['service_items_per_s']:.0f}/{r['in_process_items_per_s']:.0f} = {r['ratio']:.3f}" for r in s["ratio_rounds"])
     print(f"throughput rounds, {name}-level (service/in-process items/s): {rounds}")

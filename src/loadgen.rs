@@ -5,15 +5,17 @@
 //! - open loop: requests sent at a fixed rate whatever the answers (latency counted from the
 //!   scheduled send time, so a slow server cannot hide its queueing);
 //! - in the same run, the in-process engine's best batched throughput on the same step mix
-//!   (the model loaded here and `DiffgapModel::bridge` timed over batch sizes), so that the
-//!   service's efficiency can be printed as a ratio.
+//!   (the model loaded here and `DiffgapModel::bridge` timed over batch sizes and over
+//!   layouts: one instance on every core, or several single-threaded instances side by side,
+//!   as `diffgap serve --instances` runs them), so that the service's efficiency can be
+//!   printed as a ratio against the engine at its best.
 //!
 //! Step counts are cycled over requests (`--steps 1,10,50` gives a mixed load). Latencies go to
 //! an HDR histogram (microseconds, 3 significant digits).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -27,6 +29,7 @@ use crate::model::{artifact, row_seed, DiffgapModel};
 use crate::service::proto::diffgap_client::DiffgapClient;
 use crate::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 use crate::service::threads::{self, IoThreadPolicy};
+use crate::service::worker::WorkerOptions;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenArgs {
@@ -91,9 +94,14 @@ pub struct LoadgenArgs {
     /// normal.
     #[arg(long, value_enum, default_value = "batch")]
     pub io_thread_policy: IoThreadPolicy,
-    /// Batch sizes (rows per call) of the in-process comparison.
+    /// Batch sizes (rows per call, per instance) of the in-process comparison.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub in_process_batches: Vec<usize>,
+    /// Instance counts of the in-process comparison: each runs that many threads side by
+    /// side, each with its own model and the intra-op threads `diffgap serve --instances`
+    /// gives them; the best counts (0: the cores of this machine).
+    #[arg(long, value_delimiter = ',', default_value = "1,0")]
+    pub in_process_instances: Vec<usize>,
     /// Device of the in-process comparison (use the server's).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -163,13 +171,34 @@ pub struct InProcessSteps {
     pub one_item_seconds: Option<f64>,
 }
 
+/// How the in-process engine is laid out: `instances` threads, each with its own model and
+/// `threads` intra-op threads, bridging side by side.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    instances: usize,
+    threads: usize,
+}
+
+/// A layout's mix throughput.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayoutMix {
+    pub instances: usize,
+    pub threads: usize,
+    pub mix_items_per_s: f64,
+}
+
+/// The in-process engine at its best layout.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InProcess {
     pub device: String,
-    pub threads: i32,
+    /// The best layout: instances side by side, intra-op threads each.
+    pub instances: usize,
+    pub threads: usize,
     pub per_steps: Vec<InProcessSteps>,
     /// Items/s of the cycled mix: each step count equally often, each at its best batch.
     pub mix_items_per_s: f64,
+    /// Every layout compared.
+    pub layouts: Vec<LayoutMix>,
 }
 
 impl InProcess {
@@ -437,8 +466,7 @@ async fn open_loop(
     out
 }
 
-/// The in-process engine's best items/s per step count over the batch sizes, and the best
-/// items/s of the cycled mix (each step count equally often).
+/// The model the in-process comparison runs, checked against the server's dimension.
 fn load_model(args: &LoadgenArgs, target: &Target) -> Result<DiffgapModel> {
     let device = args.device.resolve().map_err(anyhow::Error::msg)?;
     let model = artifact::load(&args.model, device)
@@ -454,20 +482,23 @@ fn load_model(args: &LoadgenArgs, target: &Target) -> Result<DiffgapModel> {
     Ok(model)
 }
 
-/// Median seconds of one in-process bridge of `batch` items at `steps` (after a warm-up).
+/// Median seconds of one in-process bridge of `batch` items at `steps` (after a warm-up);
+/// `start` is waited on before the warm-up and before the timed calls, so that the instances
+/// of a layout run them side by side.
 fn time_bridge(
     model: &DiffgapModel,
     target: &Target,
-    steps: usize,
-    batch: usize,
+    job: Job,
     samples: usize,
+    start: &Barrier,
 ) -> Result<f64> {
     let _g = tch::no_grad_guard();
     let opts = SampleOptions {
-        steps,
+        steps: job.steps,
         guidance: model.card.defaults.guidance,
         samples,
     };
+    let batch = job.batch;
     let flat: Vec<f32> = (0..batch)
         .flat_map(|i| vector(row_seed(i as u64, 0), target.dim))
         .collect();
@@ -479,10 +510,90 @@ fn time_bridge(
         let _ = y.sum(Kind::Float).double_value(&[]);
         Ok(t.elapsed().as_secs_f64())
     };
-    run()?; // warm-up
+    // Both waits happen whatever the warm-up gives: the other instances count on them.
+    start.wait();
+    let warm = run();
+    start.wait();
+    warm?;
     let mut times: Vec<f64> = (0..3).map(|_| run()).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
     Ok(times[1])
+}
+
+/// An instance that has failed keeps taking its turns at the barrier (two per job), so that
+/// the others never wait for it forever.
+fn skip_turn(start: &Barrier) {
+    start.wait();
+    start.wait();
+}
+
+/// One timed in-process call shape.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    steps: usize,
+    batch: usize,
+}
+
+/// What a layout did on one [`Job`]: items/s summed over its instances, and the mean of
+/// their median seconds per call.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    items_per_s: f64,
+    seconds: f64,
+}
+
+/// Runs `jobs` on `layout`: one thread per instance, each with its own model and intra-op
+/// thread count (as `diffgap serve --instances` sets them), all timing the same job at once.
+/// The threads end afterwards, so their OpenMP teams do not outlive the measurement.
+fn run_layout(
+    args: &LoadgenArgs,
+    target: &Target,
+    layout: Layout,
+    jobs: &[Job],
+) -> Result<Vec<Timed>> {
+    let start = Barrier::new(layout.instances);
+    let per_instance: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..layout.instances)
+            .map(|_| {
+                let start = &start;
+                scope.spawn(move || -> Result<Vec<f64>> {
+                    tch::set_num_threads(layout.threads as i32);
+                    let model = load_model(args, target);
+                    let mut secs: Result<Vec<f64>> = Ok(Vec::with_capacity(jobs.len()));
+                    for &job in jobs {
+                        match (&model, &mut secs) {
+                            (Ok(m), Ok(v)) => {
+                                match time_bridge(m, target, job, args.samples, start) {
+                                    Ok(t) => v.push(t),
+                                    Err(e) => secs = Err(e),
+                                }
+                            }
+                            _ => skip_turn(start),
+                        }
+                    }
+                    model.and(secs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("an in-process instance panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(jobs
+        .iter()
+        .enumerate()
+        .map(|(j, job)| {
+            let secs: Vec<f64> = per_instance.iter().map(|v| v[j]).collect();
+            Timed {
+                items_per_s: secs.iter().map(|s| job.batch as f64 / s).sum(),
+                seconds: secs.iter().sum::<f64>() / secs.len().max(1) as f64,
+            }
+        })
+        .collect())
 }
 
 /// Items/s of the cycled mix when each step count costs `1 / items_per_s` per item.
@@ -491,67 +602,129 @@ fn mix_rate(items_per_s: impl Iterator<Item = f64>) -> f64 {
     n as f64 / sum.max(1e-12)
 }
 
-fn in_process(args: &LoadgenArgs, target: &Target, model: &DiffgapModel) -> Result<InProcess> {
-    let device = model.device();
-    println!(
-        "\nin-process engine ({}, {}, {} threads): best items/s over batch sizes {:?}",
-        args.model.display(),
-        describe(device),
-        tch::get_num_threads(),
-        args.in_process_batches
-    );
-    let mut best = Vec::new();
-    for &steps in &args.steps {
-        // (batch, items/s, median seconds per call)
-        let mut top = (0usize, 0f64, 0f64);
-        let mut one_item = None;
-        for &b in &args.in_process_batches {
-            let secs = time_bridge(model, target, steps, b, args.samples)?;
-            let per_s = b as f64 / secs;
-            if b == 1 {
-                one_item = Some(secs);
+/// The layouts compared: each of `--in-process-instances`, with the intra-op threads the
+/// server gives that many instances (libtorch's default for one).
+fn layouts(args: &LoadgenArgs, default_threads: usize) -> Vec<Layout> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut counts: Vec<usize> = args
+        .in_process_instances
+        .iter()
+        .map(|&n| if n == 0 { cores } else { n })
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    counts
+        .into_iter()
+        .map(|instances| {
+            let threads = WorkerOptions {
+                instances,
+                ..WorkerOptions::new(1, 1)
             }
-            if per_s > top.1 {
-                top = (b, per_s, secs);
-            }
-        }
-        println!(
-            "  steps {steps:>4}: {:>10.0} items/s (batch {}, {:.1} ms per batch)",
-            top.1,
-            top.0,
-            top.2 * 1e3
-        );
-        best.push(InProcessSteps {
-            steps,
-            batch: top.0,
-            items_per_s: top.1,
-            batch_seconds: top.2,
-            one_item_seconds: one_item,
-        });
-    }
-    // Each step count equally often: the mix costs the mean of the per-item times.
-    let mix_items_per_s = mix_rate(best.iter().map(|b| b.items_per_s));
-    Ok(InProcess {
-        device: describe(device),
-        threads: tch::get_num_threads(),
-        per_steps: best,
-        mix_items_per_s,
-    })
+            .threads_per_instance()
+            .unwrap_or(default_threads);
+            Layout { instances, threads }
+        })
+        .collect()
 }
 
-/// The in-process mix again, each step count at the best batch found before.
-fn in_process_mix(
-    model: &DiffgapModel,
-    target: &Target,
-    p: &InProcess,
-    samples: usize,
-) -> Result<f64> {
-    let rates = p
+/// The in-process engine's best: for each layout, the best items/s per step count over the
+/// batch sizes and the cycled mix of those (each step count equally often); the layout with
+/// the best mix wins.
+fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
+    let device = args.device.resolve().map_err(anyhow::Error::msg)?;
+    let default_threads = tch::get_num_threads().max(1) as usize;
+    println!(
+        "\nin-process engine ({}, {}): best items/s over batch sizes {:?}",
+        args.model.display(),
+        describe(device),
+        args.in_process_batches
+    );
+    let jobs: Vec<Job> = args
+        .steps
+        .iter()
+        .flat_map(|&steps| {
+            args.in_process_batches
+                .iter()
+                .map(move |&batch| Job { steps, batch })
+        })
+        .collect();
+    let mut best: Option<InProcess> = None;
+    let mut compared = Vec::new();
+    for layout in layouts(args, default_threads) {
+        let timed = run_layout(args, target, layout, &jobs)?;
+        let mut per_steps = Vec::new();
+        for &steps in &args.steps {
+            let of_steps = || jobs.iter().zip(&timed).filter(|(j, _)| j.steps == steps);
+            let Some((job, top)) =
+                of_steps().max_by(|a, b| a.1.items_per_s.total_cmp(&b.1.items_per_s))
+            else {
+                continue;
+            };
+            per_steps.push(InProcessSteps {
+                steps,
+                batch: job.batch,
+                items_per_s: top.items_per_s,
+                batch_seconds: top.seconds,
+                one_item_seconds: of_steps()
+                    .find(|(j, _)| j.batch == 1)
+                    .map(|(_, t)| t.seconds),
+            });
+        }
+        let mix_items_per_s = mix_rate(per_steps.iter().map(|b| b.items_per_s));
+        println!(
+            "  {} instance(s) x {} thread(s): mix {mix_items_per_s:.0} items/s",
+            layout.instances, layout.threads
+        );
+        for p in &per_steps {
+            println!(
+                "    steps {:>4}: {:>10.0} items/s (batch {} per instance, {:.1} ms per batch)",
+                p.steps,
+                p.items_per_s,
+                p.batch,
+                p.batch_seconds * 1e3
+            );
+        }
+        compared.push(LayoutMix {
+            instances: layout.instances,
+            threads: layout.threads,
+            mix_items_per_s,
+        });
+        if best
+            .as_ref()
+            .is_none_or(|b| mix_items_per_s > b.mix_items_per_s)
+        {
+            best = Some(InProcess {
+                device: describe(device),
+                instances: layout.instances,
+                threads: layout.threads,
+                per_steps,
+                mix_items_per_s,
+                layouts: Vec::new(),
+            });
+        }
+    }
+    let mut best = best.context("--in-process-instances names no layout")?;
+    best.layouts = compared;
+    Ok(best)
+}
+
+/// The in-process mix again, on the best layout, each step count at the best batch found
+/// before.
+fn in_process_mix(args: &LoadgenArgs, target: &Target, p: &InProcess) -> Result<f64> {
+    let jobs: Vec<Job> = p
         .per_steps
         .iter()
-        .map(|s| time_bridge(model, target, s.steps, s.batch, samples).map(|t| s.batch as f64 / t))
-        .collect::<Result<Vec<f64>>>()?;
-    Ok(mix_rate(rates.into_iter()))
+        .map(|s| Job {
+            steps: s.steps,
+            batch: s.batch,
+        })
+        .collect();
+    let layout = Layout {
+        instances: p.instances,
+        threads: p.threads,
+    };
+    let timed = run_layout(args, target, layout, &jobs)?;
+    Ok(mix_rate(timed.iter().map(|t| t.items_per_s)))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -601,18 +774,13 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         open,
     } = rt.block_on(drive(args))?;
     let saturation = closed.iter().map(|r| r.items_per_s).fold(0.0, f64::max);
-    let model = if args.no_in_process {
-        None
-    } else {
-        Some(load_model(args, &target)?)
-    };
-    let in_process = match &model {
-        None => None,
-        Some(model) => {
-            let p = in_process(args, &target, model)?;
+    let in_process = match args.no_in_process {
+        true => None,
+        false => {
+            let p = in_process(args, &target)?;
             println!(
-                "  cycled mix of steps {:?}: {:.0} items/s",
-                args.steps, p.mix_items_per_s
+                "  best: {} instance(s) x {} thread(s), cycled mix of steps {:?}: {:.0} items/s",
+                p.instances, p.threads, args.steps, p.mix_items_per_s
             );
             Some(p)
         }
@@ -631,7 +799,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         .map(|(&c, _)| c);
     let mut ratio_rounds = Vec::new();
     let level_time = LevelTime::new(args);
-    if let (Some(model), Some(p), Some(c)) = (&model, &in_process, saturating) {
+    if let (Some(p), Some(c)) = (&in_process, saturating) {
         if args.ratio_rounds > 0 {
             println!(
                 "\nthroughput ratio, {} rounds of {} s at conc {c} then the in-process mix:",
@@ -641,7 +809,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         for round in 0..args.ratio_rounds {
             let r = rt.block_on(closed_loop(&client, &load, c, args.requests, level_time));
             let service = r.requests_per_s() * args.items as f64;
-            let engine = in_process_mix(model, &target, p, args.samples)?;
+            let engine = in_process_mix(args, &target, p)?;
             let ratio = service / engine.max(1e-9);
             println!(
                 "  round {}: service {service:.1} items/s, in-process {engine:.1} items/s, ratio {ratio:.3}",

@@ -22,6 +22,7 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
         .args(["--requests", "40", "--max-seconds", "20"])
         .args(["--open-fraction", "0.5", "--open-seconds", "1"])
         .args(["--in-process-batches", "1,8", "--label", "test"])
+        .args(["--in-process-instances", "1,2"])
         .args(["--ratio-rounds", "2"])
         .arg("--summary-json")
         .arg(&json)
@@ -69,6 +70,24 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
         assert!(p["items_per_s"].as_f64().is_some_and(|v| v > 0.0), "{p}");
         assert!(p["one_item_seconds"].as_f64().is_some(), "{p}");
     }
+    // Both layouts were timed, and the best one is the figure compared with.
+    let layouts = ip["layouts"].as_array().expect("layouts");
+    let counts: Vec<u64> = layouts
+        .iter()
+        .filter_map(|l| l["instances"].as_u64())
+        .collect();
+    assert_eq!(counts, [1, 2], "{layouts:?}");
+    let best_layout = layouts
+        .iter()
+        .max_by(|a, b| {
+            let m = |l: &serde_json::Value| l["mix_items_per_s"].as_f64().unwrap_or(0.0);
+            m(a).total_cmp(&m(b))
+        })
+        .expect("a layout");
+    assert_eq!(ip["instances"], best_layout["instances"], "{ip}");
+    assert_eq!(ip["threads"], best_layout["threads"], "{ip}");
+    assert_eq!(ip["mix_items_per_s"], best_layout["mix_items_per_s"], "{ip}");
+    assert!(layouts[1]["threads"].as_u64().is_some_and(|t| t >= 1), "{layouts:?}");
     // The ratios are the quotients of the figures measured: the throughput ratio is the median
     // of the interleaved rounds (service at the saturating concurrency, then in-process).
     assert!(ip["mix_items_per_s"].as_f64().is_some_and(|v| v > 0.0));

@@ -25,6 +25,10 @@ struct Worker {
 async fn worker(max_batch_rows: usize, batching: Batching) -> Worker {
     let mut opts = WorkerOptions::new(max_batch_rows, 64);
     opts.batching = batching;
+    worker_with(opts).await
+}
+
+async fn worker_with(opts: WorkerOptions) -> Worker {
     let w = ModelWorker::spawn_with(support::tiny_model(), Device::Cpu, opts).expect("spawn");
     w.ready.await.expect("ready").expect("the model loads");
     Worker {
@@ -304,4 +308,86 @@ async fn every_waiting_request_that_fits_joins_the_same_step() {
     // All 8 ran in lockstep: 10 steps of 8 rows, not one request joining per step.
     assert_eq!(after.steps - before.steps, steps as u64, "{after:?}");
     assert_eq!(after.rows_denoised - before.rows_denoised, 8 * steps as u64);
+}
+
+fn two_instances() -> WorkerOptions {
+    WorkerOptions {
+        instances: 2,
+        ..WorkerOptions::new(256, 64)
+    }
+}
+
+#[tokio::test]
+async fn two_instances_answer_like_the_in_process_bridge() {
+    let w = worker_with(two_instances()).await;
+    assert_eq!(w.handle.instances(), 2);
+    check_against_in_process(&w).await;
+    // The model thread drops a job (and its load) just after sending its answer.
+    let h = w.handle.clone();
+    wait_for("every answered request to leave its load", || {
+        h.loads() == [0, 0]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_go_to_the_least_loaded_instance() {
+    let w = worker_with(two_instances()).await;
+    let send = |v: u64| {
+        let handle = w.handle.clone();
+        tokio::spawn(async move {
+            handle
+                .bridge(vec![row("text", "audio", v, 200, 1.0, 4)])
+                .await
+        })
+    };
+    let first = send(1);
+    let h = w.handle.clone();
+    wait_for("the first request to be sent", || {
+        h.loads().iter().sum::<usize>() > 0
+    })
+    .await;
+    let second = send(2);
+    // 200 steps x 4 samples each: the second goes to the idle instance while the first runs.
+    wait_for("both instances to hold work", || {
+        h.loads().iter().all(|&l| l == 800)
+    })
+    .await;
+    for t in [first, second] {
+        t.await.expect("task").expect("bridged");
+    }
+    wait_for("the loads to go", || h.loads() == [0, 0]).await;
+}
+
+#[tokio::test]
+async fn call_all_runs_on_every_instance_thread() {
+    let w = worker_with(two_instances()).await;
+    let names = w
+        .handle
+        .call_all(|ctx| {
+            assert!(ctx.model.dim() > 0);
+            Ok(std::thread::current().name().map(String::from))
+        })
+        .await
+        .expect("called");
+    assert_eq!(
+        names,
+        vec![
+            Some("diffgap-model-0".to_owned()),
+            Some("diffgap-model-1".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_fails_to_load_fails_the_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = ModelWorker::spawn_with(dir.path().to_owned(), Device::Cpu, two_instances())
+        .expect("spawn");
+    let err = w
+        .ready
+        .await
+        .expect("an answer")
+        .expect_err("no model there");
+    assert!(matches!(err, ServiceError::Load(_)), "{err:?}");
 }

@@ -63,6 +63,9 @@ fn server() -> SocketAddr {
         let mut cfg = serve_config(&tiny_model());
         cfg.max_items_per_request = 64;
         cfg.catalogs = catalogs_dir();
+        // Two instances: every call here also checks that requests, catalogs and reloads
+        // work whichever instance takes them.
+        cfg.instances = 2;
         support::serve_forever(cfg).0
     })
 }
@@ -370,6 +373,8 @@ async fn a_catalog_ranks_like_its_candidates_inline() {
     assert!(n > 2 && n <= 64, "{n} entries");
 
     let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    assert_eq!(info.models[0].instances, 2);
+    assert!(info.models[0].threads_per_instance >= 1);
     let cat = &info.models[0].catalogs;
     assert_eq!(cat.len(), 1, "{cat:?}");
     assert_eq!(cat[0].name, CATALOG);

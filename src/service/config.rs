@@ -47,10 +47,16 @@ pub const KEYS: &[&str] = &[
     "model_repository",
     "catalogs",
     "io_thread_policy",
+    "instances",
+    "intra_op_threads",
 ];
 
 /// Largest `max_batch_rows` and `max_items_per_request`.
 pub const MAX_ROWS: usize = 65536;
+/// Largest `instances` (each holds a copy of the model and a thread).
+pub const MAX_INSTANCES: usize = 64;
+/// Largest `intra_op_threads`.
+pub const MAX_INTRA_OP_THREADS: usize = 1024;
 
 /// How the server writes its logs (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -117,6 +123,15 @@ pub struct ServeConfig {
     /// model threads on wake-up) or normal (see `service::threads`).
     #[serde(with = "as_value_enum")]
     pub io_thread_policy: IoThreadPolicy,
+    /// Model instances per model, each on its own thread with its own copy of the model and
+    /// its own batch; requests go to the least loaded. On CPU, one single-threaded instance
+    /// per core gives the most throughput (a preempted thread then stalls only its own
+    /// instance), one instance over all cores the lowest latency of a lone request. 0: one
+    /// per core on the CPU, one on a GPU.
+    pub instances: usize,
+    /// libtorch intra-op threads of each instance; 0 shares the cores out over the instances
+    /// (libtorch's own default with one instance).
+    pub intra_op_threads: usize,
 }
 
 impl Default for ServeConfig {
@@ -141,6 +156,8 @@ impl Default for ServeConfig {
             model_repository: PathBuf::new(),
             catalogs: PathBuf::new(),
             io_thread_policy: IoThreadPolicy::default(),
+            instances: 1,
+            intra_op_threads: 0,
         }
     }
 }
@@ -223,6 +240,15 @@ pub struct ServeArgs {
     /// or normal [default: batch; env: DIFFGAP_IO_THREAD_POLICY].
     #[arg(long, value_enum)]
     pub io_thread_policy: Option<IoThreadPolicy>,
+    /// Model instances per model, each a thread with its own batch; on CPU one per core
+    /// gives the most throughput; 0: one per core on the CPU, one on a GPU [default: 1;
+    /// env: DIFFGAP_INSTANCES].
+    #[arg(long)]
+    pub instances: Option<usize>,
+    /// libtorch intra-op threads of each instance; 0 shares the cores out over the
+    /// instances [default: 0; env: DIFFGAP_INTRA_OP_THREADS].
+    #[arg(long)]
+    pub intra_op_threads: Option<usize>,
 }
 
 impl ServeArgs {
@@ -269,6 +295,14 @@ impl ServeArgs {
             ("model_repository", path_value(&self.model_repository)),
             ("catalogs", path_value(&self.catalogs)),
             ("io_thread_policy", self.io_thread_policy.map(value_name)),
+            (
+                "instances",
+                self.instances.as_ref().map(ToString::to_string),
+            ),
+            (
+                "intra_op_threads",
+                self.intra_op_threads.as_ref().map(ToString::to_string),
+            ),
         ];
         debug_assert!(o.iter().all(|(k, _)| KEYS.contains(k)));
         o.into_iter()
@@ -373,6 +407,18 @@ impl ServeConfig {
             return Err(format!(
                 "drain_timeout_secs: must be in 0..=3600, got {}",
                 self.drain_timeout_secs
+            ));
+        }
+        if self.instances > MAX_INSTANCES {
+            return Err(format!(
+                "instances: must be in 0..={MAX_INSTANCES} (0: one per core on the CPU), got {}",
+                self.instances
+            ));
+        }
+        if self.intra_op_threads > MAX_INTRA_OP_THREADS {
+            return Err(format!(
+                "intra_op_threads: must be in 0..={MAX_INTRA_OP_THREADS}, got {}",
+                self.intra_op_threads
             ));
         }
         if self.max_batch_wait_ms > 10_000 {
@@ -537,6 +583,31 @@ mod tests {
         assert_eq!(
             cfg.validate().unwrap_err(),
             "max_batch_rows: must be in 1..=65536, got 0"
+        );
+    }
+
+    #[test]
+    fn instance_counts_out_of_range_name_the_key() {
+        let auto = ServeConfig {
+            instances: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(auto.validate(), Ok(()), "0 is auto");
+        let many = ServeConfig {
+            instances: 65,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            many.validate().unwrap_err(),
+            "instances: must be in 0..=64 (0: one per core on the CPU), got 65"
+        );
+        let threads = ServeConfig {
+            intra_op_threads: 5000,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            threads.validate().unwrap_err(),
+            "intra_op_threads: must be in 0..=1024, got 5000"
         );
     }
 }

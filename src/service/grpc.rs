@@ -400,6 +400,8 @@ impl DiffgapService {
                         .and_then(|e| e.video_shape)
                         .map(|(t, h, w)| vec![t as u32, 3, h as u32, w as u32])
                         .unwrap_or_default(),
+                    instances: u32_of(m.instances),
+                    threads_per_instance: u32_of(m.threads_per_instance),
                 }
             })
             .collect();

@@ -4,7 +4,7 @@
 //! With `model_repository` set, every directory under it that holds a `card.json` is a model
 //! (named by its directory); otherwise the one `model` directory is. The default model (the one
 //! a request with an empty `model` gets) is the one named like the `model` directory, else the
-//! first by name. Each model gets its own worker thread ([`ModelWorker`]).
+//! first by name. Each model gets its own worker ([`ModelWorker`]: one thread per instance).
 //!
 //! [`Repository::reload`] (the Reload RPC and SIGHUP) loads every model directory again, each
 //! in a new worker that is warmed up before it takes over, then reads the catalogs again, and
@@ -179,7 +179,7 @@ impl Repository {
         let w = ModelWorker::spawn_with(dir.into(), self.sources.device, self.sources.worker)?;
         if let Ok(mut t) = self.threads.lock() {
             t.retain(|h| !h.is_finished());
-            t.push(w.thread);
+            t.extend(w.threads);
         }
         let info = w
             .ready
@@ -354,7 +354,7 @@ impl Repository {
             let list: Vec<Arc<CatalogData>> = set.values().cloned().collect();
             served
                 .worker
-                .call(move |ctx| ctx.install_catalogs(&list))
+                .call_all(move |ctx| ctx.install_catalogs(&list))
                 .await?;
             served.catalogs = set;
         }

@@ -44,16 +44,18 @@ pub enum Batching {
     Request,
 }
 
-/// Counters of a worker, readable from any thread (for tests and diagnostics; the same
-/// quantities also go to the `metrics` recorder).
+/// Counters of a worker (summed over its instances), readable from any thread (for tests and
+/// diagnostics; the same quantities also go to the `metrics` recorder).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     /// Batched denoising steps (network passes) run.
     pub steps: AtomicU64,
     /// Rows x steps denoised.
     pub rows_denoised: AtomicU64,
-    /// Rows in the running batch now.
+    /// Rows in the running batches now.
     pub active_rows: AtomicU64,
+    /// Requests queued or in progress now.
+    pub queued: AtomicU64,
     /// Requests answered successfully.
     pub completed: AtomicU64,
     /// Requests dropped because their deadline passed.
@@ -68,6 +70,7 @@ pub struct StatsSnapshot {
     pub steps: u64,
     pub rows_denoised: u64,
     pub active_rows: u64,
+    pub queued: u64,
     pub completed: u64,
     pub dropped_deadline: u64,
     pub dropped_cancelled: u64,
@@ -80,6 +83,7 @@ impl WorkerStats {
             steps: g(&self.steps),
             rows_denoised: g(&self.rows_denoised),
             active_rows: g(&self.active_rows),
+            queued: g(&self.queued),
             completed: g(&self.completed),
             dropped_deadline: g(&self.dropped_deadline),
             dropped_cancelled: g(&self.dropped_cancelled),
@@ -109,9 +113,28 @@ impl WorkerStats {
         metrics::histogram!("diffgap_compute_duration_seconds").record(compute.as_secs_f64());
     }
 
-    pub(crate) fn set_active_rows(&self, rows: usize) {
-        self.active_rows.store(rows as u64, Ordering::Relaxed);
-        metrics::gauge!("diffgap_active_rows").set(rows as f64);
+    /// An instance's rows in its running batch are now `rows` (`mine` holds its last value):
+    /// the gauge is the sum over the instances.
+    pub(crate) fn set_active_rows(&self, mine: &mut u64, rows: usize) {
+        let total = replace_share(&self.active_rows, mine, rows as u64);
+        metrics::gauge!("diffgap_active_rows").set(total as f64);
+    }
+
+    /// An instance's queued and in-progress requests are now `n` (`mine` holds its last
+    /// value): the gauge is the sum over the instances.
+    pub(crate) fn set_queue_depth(&self, mine: &mut u64, n: usize) {
+        let total = replace_share(&self.queued, mine, n as u64);
+        metrics::gauge!("diffgap_queue_depth").set(total as f64);
+    }
+}
+
+/// Replaces one instance's share `mine` of `total` by `new`; returns the new total.
+fn replace_share(total: &AtomicU64, mine: &mut u64, new: u64) -> u64 {
+    let old = std::mem::replace(mine, new);
+    if new >= old {
+        total.fetch_add(new - old, Ordering::Relaxed) + (new - old)
+    } else {
+        total.fetch_sub(old - new, Ordering::Relaxed) - (old - new)
     }
 }
 
@@ -236,6 +259,8 @@ pub(crate) struct Scheduler<'m> {
     /// x [rows, dim] in the diffusion space, condition [rows, dim], direction [rows].
     tensors: Option<(Tensor, Tensor, Tensor)>,
     stats: &'m WorkerStats,
+    /// This instance's share of the active-rows gauge.
+    active_share: u64,
 }
 
 impl<'m> Scheduler<'m> {
@@ -250,6 +275,7 @@ impl<'m> Scheduler<'m> {
             rows: Vec::new(),
             tensors: None,
             stats,
+            active_share: 0,
         }
     }
 
@@ -458,7 +484,8 @@ impl<'m> Scheduler<'m> {
                 Tensor::cat(&[d0, dir], 0),
             ),
         });
-        self.stats.set_active_rows(self.rows.len());
+        self.stats
+            .set_active_rows(&mut self.active_share, self.rows.len());
     }
 
     /// Drops every request whose deadline has passed or whose client went away, with its rows.
@@ -509,7 +536,7 @@ impl<'m> Scheduler<'m> {
         if left == 0 {
             self.rows.clear();
             self.tensors = None;
-            self.stats.set_active_rows(0);
+            self.stats.set_active_rows(&mut self.active_share, 0);
             return;
         }
         let holes: Vec<usize> = leaving.iter().copied().filter(|&i| i < left).collect();
@@ -539,7 +566,8 @@ impl<'m> Scheduler<'m> {
                 d.narrow(0, 0, left as i64),
             )
         });
-        self.stats.set_active_rows(self.rows.len());
+        self.stats
+            .set_active_rows(&mut self.active_share, self.rows.len());
     }
 
     /// One denoising step over every active row; retires finished rows and answers the
@@ -689,7 +717,7 @@ impl<'m> Scheduler<'m> {
         self.waiting_rows = 0;
         self.rows.clear();
         self.tensors = None;
-        self.stats.set_active_rows(0);
+        self.stats.set_active_rows(&mut self.active_share, 0);
     }
 }
 

@@ -1,5 +1,10 @@
-//! The model worker: one OS thread that loads and owns the model (its tensors never leave it),
-//! fed by a bounded channel. Two batching modes:
+//! The model worker: one OS thread per model instance, each loading and owning its own copy of
+//! the model (its tensors never leave that thread), fed by its own bounded channel. The
+//! [`WorkerHandle`] sends each request to the instance with the least work outstanding. Several
+//! instances matter on CPU: one OpenMP team spread over every core stalls as a whole whenever
+//! one of its threads is preempted (by the network threads, say) while its partners spin at
+//! the next barrier; one single-threaded instance per core only loses the preempted core's
+//! time. Two batching modes, per instance:
 //!
 //! - [`Batching::Step`] (the default): continuous batching per denoising step, by the
 //!   [`Scheduler`]: requests join the running batch at the next step and leave it as soon as
@@ -14,7 +19,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -110,6 +116,10 @@ pub struct ModelInfo {
     pub fingerprint: String,
     /// The model's encoders (raw inputs), when its directory has them.
     pub encoders: Option<EmbedderInfo>,
+    /// Model instances serving it, each on its own thread.
+    pub instances: usize,
+    /// libtorch intra-op threads of each instance.
+    pub threads_per_instance: usize,
 }
 
 impl ModelInfo {
@@ -132,6 +142,8 @@ impl ModelInfo {
             device: describe(model.device()),
             fingerprint: fingerprint(c),
             encoders: None,
+            instances: 1,
+            threads_per_instance: 1,
         }
     }
 }
@@ -226,12 +238,46 @@ pub(crate) struct Job {
     pub(crate) enqueued: Instant,
     /// Past it the request is dropped and answered DEADLINE_EXCEEDED.
     pub(crate) deadline: Option<Instant>,
+    /// Counts the request's work against its instance until the job is dropped (answered,
+    /// expired or cancelled).
+    pub(crate) _load: LoadTicket,
+}
+
+/// Work (row-steps) counted against an instance while its job lives.
+pub(crate) struct LoadTicket {
+    load: Arc<AtomicUsize>,
+    units: usize,
+}
+
+impl LoadTicket {
+    fn new(load: &Arc<AtomicUsize>, units: usize) -> Self {
+        load.fetch_add(units, Ordering::Relaxed);
+        Self {
+            load: load.clone(),
+            units,
+        }
+    }
+}
+
+impl Drop for LoadTicket {
+    fn drop(&mut self) {
+        self.load.fetch_sub(self.units, Ordering::Relaxed);
+    }
+}
+
+/// One instance's queue and the work sent to it and not yet answered.
+struct Lane {
+    tx: mpsc::Sender<Msg>,
+    load: Arc<AtomicUsize>,
 }
 
 /// The async side of the worker: cheap to clone, one per RPC handler.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    tx: mpsc::Sender<Msg>,
+    lanes: Arc<[Lane]>,
+    /// Rotates the first choice among equally loaded instances.
+    turn: Arc<AtomicUsize>,
+    /// Requests that may wait, over all instances.
     capacity: usize,
 }
 
@@ -250,29 +296,77 @@ impl WorkerHandle {
         rows: Vec<BridgeRow>,
         deadline: Option<Instant>,
     ) -> Result<Bridged, ServiceError> {
+        let units = rows
+            .iter()
+            .map(|r| r.opts.steps.max(1) * r.opts.samples.max(1))
+            .sum::<usize>()
+            .max(1);
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        let order = self.by_load();
+        let first = &self.lanes[order[0]];
+        let mut msg = Msg::Rows(Job {
             rows,
             reply,
             span: Span::current(),
             enqueued: Instant::now(),
             deadline,
-        };
-        self.send(Msg::Rows(job))?;
-        answer.await.map_err(|_| {
-            ServiceError::Unavailable("the model worker stopped before answering".into())
-        })?
+            _load: LoadTicket::new(&first.load, units),
+        });
+        for (n, &i) in order.iter().enumerate() {
+            let lane = &self.lanes[i];
+            if n > 0 {
+                if let Msg::Rows(job) = &mut msg {
+                    job._load = LoadTicket::new(&lane.load, units);
+                }
+            }
+            match lane.tx.try_send(msg) {
+                Ok(()) => {
+                    return answer.await.map_err(|_| {
+                        ServiceError::Unavailable(
+                            "the model worker stopped before answering".into(),
+                        )
+                    })?
+                }
+                Err(TrySendError::Full(back)) => msg = back,
+                Err(TrySendError::Closed(_)) => return Err(Self::stopped()),
+            }
+        }
+        Err(self.overloaded())
     }
 
-    fn send(&self, msg: Msg) -> Result<(), ServiceError> {
-        self.tx.try_send(msg).map_err(|e| match e {
-            TrySendError::Full(_) => ServiceError::Overloaded {
-                capacity: self.capacity,
-            },
-            TrySendError::Closed(_) => {
-                ServiceError::Unavailable("the model worker has stopped".into())
+    fn stopped() -> ServiceError {
+        ServiceError::Unavailable("the model worker has stopped".into())
+    }
+
+    fn overloaded(&self) -> ServiceError {
+        ServiceError::Overloaded {
+            capacity: self.capacity,
+        }
+    }
+
+    /// Instance indices, least outstanding work first; equal ones in a rotating order so that
+    /// idle instances take turns.
+    fn by_load(&self) -> Vec<usize> {
+        let n = self.lanes.len();
+        if n == 1 {
+            return vec![0];
+        }
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        order.sort_by_key(|&i| self.lanes[i].load.load(Ordering::Relaxed));
+        order
+    }
+
+    /// Sends to the least loaded instance whose queue has room.
+    fn send(&self, mut msg: Msg) -> Result<(), ServiceError> {
+        for i in self.by_load() {
+            match self.lanes[i].tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => msg = back,
+                Err(TrySendError::Closed(_)) => return Err(Self::stopped()),
             }
-        })
+        }
+        Err(self.overloaded())
     }
 
     /// Encodes raw inputs with the model's encoders, batched with the other Embed requests
@@ -307,28 +401,81 @@ impl WorkerHandle {
         })?
     }
 
-    /// Messages waiting in the queue (requests, embeds and calls the worker has not taken).
-    pub fn queued(&self) -> usize {
-        self.capacity.saturating_sub(self.tx.capacity())
+    /// Runs `f` on every instance's thread (e.g. to install catalogs, which each instance
+    /// keeps as its own tensors) and returns their results in instance order. Fails if any
+    /// instance's queue is full or any `f` fails.
+    pub async fn call_all<R, F>(&self, f: F) -> Result<Vec<R>, ServiceError>
+    where
+        R: Send + 'static,
+        F: Fn(&mut WorkerCtx<'_>) -> Result<R, ServiceError> + Clone + Send + 'static,
+    {
+        let mut answers = Vec::with_capacity(self.lanes.len());
+        for lane in self.lanes.iter() {
+            let (reply, answer) = oneshot::channel();
+            let (f, span) = (f.clone(), Span::current());
+            let call: Call = Box::new(move |ctx: &mut WorkerCtx<'_>| {
+                let _entered = span.enter();
+                let _ = reply.send(f(ctx));
+            });
+            lane.tx.try_send(Msg::Call(call)).map_err(|e| match e {
+                TrySendError::Full(_) => self.overloaded(),
+                TrySendError::Closed(_) => Self::stopped(),
+            })?;
+            answers.push(answer);
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(answer.await.map_err(|_| {
+                ServiceError::Unavailable("the model worker stopped before answering".into())
+            })??);
+        }
+        Ok(out)
     }
 
-    /// Whether the worker's thread has ended (its queue is closed).
+    /// Messages waiting in the queues (requests, embeds and calls no instance has taken).
+    pub fn queued(&self) -> usize {
+        let room: usize = self.lanes.iter().map(|l| l.tx.capacity()).sum();
+        let size: usize = self.lanes.iter().map(|l| l.tx.max_capacity()).sum();
+        size.saturating_sub(room)
+    }
+
+    /// Whether an instance's thread has ended (its queue is closed): the model then no longer
+    /// answers as configured.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.lanes.iter().any(|l| l.tx.is_closed())
+    }
+
+    /// Model instances behind this handle.
+    pub fn instances(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Each instance's outstanding bridge work, in row-steps (diagnostics and tests).
+    pub fn loads(&self) -> Vec<usize> {
+        self.lanes
+            .iter()
+            .map(|l| l.load.load(Ordering::Relaxed))
+            .collect()
     }
 }
 
 /// How the worker batches and queues.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerOptions {
-    /// Most rows in one network pass.
+    /// Most rows in one network pass (per instance).
     pub max_batch_rows: usize,
-    /// Requests that may wait in the queue.
+    /// Requests that may wait in the queue (shared out over the instances).
     pub queue_capacity: usize,
     pub batching: Batching,
     /// When idle, how long the first arriving request may wait for others before the first
     /// step (zero: start at once).
     pub max_batch_wait: Duration,
+    /// Model instances, each on its own thread with its own copy of the model (0: see
+    /// [`WorkerOptions::resolved`]).
+    pub instances: usize,
+    /// libtorch intra-op threads of each instance (0: the cores shared out over the
+    /// instances, or libtorch's default with one instance).
+    pub intra_op_threads: usize,
 }
 
 impl WorkerOptions {
@@ -338,8 +485,34 @@ impl WorkerOptions {
             queue_capacity,
             batching: Batching::Step,
             max_batch_wait: Duration::ZERO,
+            instances: 1,
+            intra_op_threads: 0,
         }
     }
+
+    /// With `instances` 0 ("auto"): one instance per core on the CPU, one on a GPU (where
+    /// instances would only share one device queue).
+    pub fn resolved(self, device: Device) -> Self {
+        let instances = match (self.instances, device) {
+            (0, Device::Cpu) => cores(),
+            (0, _) => 1,
+            (n, _) => n,
+        };
+        Self { instances, ..self }
+    }
+
+    /// The intra-op threads each instance sets, or `None` to leave libtorch's default.
+    pub fn threads_per_instance(&self) -> Option<usize> {
+        if self.intra_op_threads > 0 {
+            return Some(self.intra_op_threads);
+        }
+        (self.instances > 1).then(|| (cores() / self.instances).max(1))
+    }
+}
+
+/// The cores this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl From<&ServeConfig> for WorkerOptions {
@@ -349,37 +522,61 @@ impl From<&ServeConfig> for WorkerOptions {
             queue_capacity: cfg.queue_capacity,
             batching: cfg.batching,
             max_batch_wait: Duration::from_millis(cfg.max_batch_wait_ms),
+            instances: cfg.instances,
+            intra_op_threads: cfg.intra_op_threads,
         }
     }
 }
 
-/// A started worker: its handle, the load result (sent once the model is loaded and warmed
-/// up), its counters and its thread, which ends once every handle is dropped.
+/// A started worker: its handle, the load result (sent once every instance is loaded and
+/// warmed up), its counters and its threads, which end once every handle is dropped.
 pub struct ModelWorker {
     pub handle: WorkerHandle,
     pub ready: oneshot::Receiver<Result<ModelInfo, ServiceError>>,
     pub stats: Arc<WorkerStats>,
-    pub thread: JoinHandle<()>,
-    /// Answers `Ok(message)` if the thread dies of a panic; closed (`Err`) when it ends
-    /// normally (every handle dropped) or fails to load.
+    pub threads: Vec<JoinHandle<()>>,
+    /// Answers `Ok(message)` if an instance's thread dies of a panic; closed (`Err`) when
+    /// they all end normally (every handle dropped) or fail to load.
     pub died: oneshot::Receiver<String>,
 }
 
-/// Sends on `died` when the model thread unwinds from a panic.
-struct DeathWatch(Option<oneshot::Sender<String>>);
+/// Sends on `died` when a model thread unwinds from a panic (the first one only).
+struct DeathWatch {
+    instance: usize,
+    tx: Arc<Mutex<Option<oneshot::Sender<String>>>>,
+}
 
 impl Drop for DeathWatch {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            if let Some(tx) = self.0.take() {
-                let _ = tx.send("the model thread panicked".into());
+            if let Some(tx) = self.tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(format!("model instance {} panicked", self.instance));
+            }
+        }
+    }
+}
+
+/// Gathers the instances' load results into one: the first error at once, else the info
+/// once the last instance is ready.
+struct ReadyJoin {
+    left: usize,
+    tx: Option<oneshot::Sender<Result<ModelInfo, ServiceError>>>,
+}
+
+impl ReadyJoin {
+    fn report(join: &Mutex<Self>, result: Result<ModelInfo, ServiceError>) {
+        let Ok(mut j) = join.lock() else { return };
+        j.left = j.left.saturating_sub(1);
+        if result.is_err() || j.left == 0 {
+            if let Some(tx) = j.tx.take() {
+                let _ = tx.send(result);
             }
         }
     }
 }
 
 impl ModelWorker {
-    /// A step-batching worker with no batch wait.
+    /// A step-batching worker with no batch wait and one instance.
     pub fn spawn(
         dir: PathBuf,
         device: Device,
@@ -398,66 +595,104 @@ impl ModelWorker {
         device: Device,
         opts: WorkerOptions,
     ) -> Result<Self, ServiceError> {
-        let queue_capacity = opts.queue_capacity;
-        let (tx, rx) = mpsc::channel(queue_capacity);
+        let opts = opts.resolved(device);
+        let n = opts.instances.max(1);
+        // The queue bound is the service's: shared out so that the total stays as configured.
+        let per_lane = opts.queue_capacity.div_ceil(n).max(1);
         let (ready_tx, ready) = oneshot::channel();
-        let stats = Arc::new(WorkerStats::default());
-        let thread_stats = stats.clone();
+        let join = Arc::new(Mutex::new(ReadyJoin {
+            left: n,
+            tx: Some(ready_tx),
+        }));
         let (died_tx, died) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("diffgap-model".into())
-            .spawn(move || {
-                let _watch = DeathWatch(Some(died_tx));
-                // Started from a runtime thread (a reload), it would inherit that thread's
-                // policy; the model thread and its OpenMP team are the ones not to preempt.
-                if let Err(e) = threads::set_current(IoThreadPolicy::Normal) {
-                    tracing::warn!("cannot reset the model thread's scheduling policy: {e}");
-                }
-                let loaded = artifact::load(&dir, device)
-                    .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
-                    .and_then(|m| {
-                        embedder::load(&dir, device).map(|e| (m, e)).map_err(|e| {
-                            ModelError::Artifact {
-                                dir: dir.clone(),
-                                detail: format!("encoders: {e}"),
-                            }
-                        })
-                    });
-                match loaded {
-                    Ok((model, encoders)) => {
-                        let mut info = ModelInfo::of(&model);
-                        info.encoders = encoders.as_ref().map(embedder::info_of);
-                        if ready_tx.send(Ok(info)).is_ok() {
-                            let ctx = WorkerCtx {
-                                model: &model,
-                                catalogs: BTreeMap::new(),
-                                encoders,
-                                embeds: Vec::new(),
-                            };
-                            match opts.batching {
-                                Batching::Step => run_steps(ctx, rx, opts, &thread_stats),
-                                Batching::Request => {
-                                    run(ctx, rx, opts.max_batch_rows, &thread_stats)
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(ServiceError::Load(e)));
-                    }
-                }
-            })
-            .map_err(|e| ServiceError::Internal(format!("cannot start the model thread: {e}")))?;
+        let died_tx = Arc::new(Mutex::new(Some(died_tx)));
+        let stats = Arc::new(WorkerStats::default());
+        let mut lanes = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for instance in 0..n {
+            let (tx, rx) = mpsc::channel(per_lane);
+            let watch = DeathWatch {
+                instance,
+                tx: died_tx.clone(),
+            };
+            let (dir, join, stats) = (dir.clone(), join.clone(), stats.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("diffgap-model-{instance}"))
+                .spawn(move || {
+                    let _watch = watch;
+                    run_instance(&dir, device, opts, rx, &join, &stats);
+                })
+                .map_err(|e| ServiceError::Internal(format!("cannot start a model thread: {e}")))?;
+            lanes.push(Lane {
+                tx,
+                load: Arc::new(AtomicUsize::new(0)),
+            });
+            threads.push(thread);
+        }
         Ok(Self {
             handle: WorkerHandle {
-                tx,
-                capacity: queue_capacity,
+                lanes: lanes.into(),
+                turn: Arc::new(AtomicUsize::new(0)),
+                capacity: per_lane * n,
             },
             ready,
             stats,
-            thread,
+            threads,
             died,
         })
+    }
+}
+
+/// One instance's thread: load, warm up, report, then serve its queue until it closes.
+fn run_instance(
+    dir: &std::path::Path,
+    device: Device,
+    opts: WorkerOptions,
+    rx: mpsc::Receiver<Msg>,
+    join: &Mutex<ReadyJoin>,
+    stats: &WorkerStats,
+) {
+    // Started from a runtime thread (a reload), it would inherit that thread's policy; the
+    // model thread and its OpenMP team are the ones not to preempt.
+    if let Err(e) = threads::set_current(IoThreadPolicy::Normal) {
+        tracing::warn!("cannot reset the model thread's scheduling policy: {e}");
+    }
+    if let Some(n) = opts.threads_per_instance() {
+        // Per thread in effect: OpenMP's team size and MKL's local thread count are this
+        // thread's settings (libtorch keeps the last value as its default for new threads).
+        tch::set_num_threads(n as i32);
+    }
+    let loaded = artifact::load(dir, device)
+        .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
+        .and_then(|m| {
+            embedder::load(dir, device)
+                .map(|e| (m, e))
+                .map_err(|e| ModelError::Artifact {
+                    dir: dir.to_owned(),
+                    detail: format!("encoders: {e}"),
+                })
+        });
+    match loaded {
+        Ok((model, encoders)) => {
+            let mut info = ModelInfo::of(&model);
+            info.encoders = encoders.as_ref().map(embedder::info_of);
+            info.instances = opts.instances.max(1);
+            info.threads_per_instance = tch::get_num_threads().max(1) as usize;
+            ReadyJoin::report(join, Ok(info));
+            let ctx = WorkerCtx {
+                model: &model,
+                catalogs: BTreeMap::new(),
+                encoders,
+                embeds: Vec::new(),
+            };
+            // If loading failed elsewhere the handle is dropped, the queue closes and the
+            // loop ends at once.
+            match opts.batching {
+                Batching::Step => run_steps(ctx, rx, opts, stats),
+                Batching::Request => run(ctx, rx, opts.max_batch_rows, stats),
+            }
+        }
+        Err(e) => ReadyJoin::report(join, Err(ServiceError::Load(e))),
     }
 }
 
@@ -517,6 +752,7 @@ fn run_steps(
     let model = ctx.model;
     let mut sched = Scheduler::new(model, opts.max_batch_rows, stats);
     let mut open = true;
+    let mut queued = 0;
     loop {
         if sched.is_idle() {
             if !open {
@@ -547,13 +783,13 @@ fn run_steps(
         ctx.flush_embeds();
         if sched.is_idle() {
             // E.g. every request taken was dropped: nothing waits any more.
-            metrics::gauge!("diffgap_queue_depth").set(rx.len() as f64);
+            stats.set_queue_depth(&mut queued, rx.len());
             continue;
         }
         let now = Instant::now();
         sched.sweep(now);
         sched.admit(now);
-        metrics::gauge!("diffgap_queue_depth").set((rx.len() + sched.requests()) as f64);
+        stats.set_queue_depth(&mut queued, rx.len() + sched.requests());
         sched.step();
     }
 }
@@ -592,6 +828,7 @@ fn run(mut ctx: WorkerCtx<'_>, mut rx: mpsc::Receiver<Msg>, max_rows: usize, sta
     let _no_grad = tch::no_grad_guard();
     let model = ctx.model;
     let mut carried: Option<Job> = None;
+    let mut queued = 0;
     loop {
         let first = match carried.take() {
             Some(job) => job,
@@ -637,8 +874,10 @@ fn run(mut ctx: WorkerCtx<'_>, mut rx: mpsc::Receiver<Msg>, max_rows: usize, sta
             }
         }
         ctx.flush_embeds();
-        metrics::gauge!("diffgap_queue_depth")
-            .set((rx.len() + jobs.len() + usize::from(carried.is_some())) as f64);
+        stats.set_queue_depth(
+            &mut queued,
+            rx.len() + jobs.len() + usize::from(carried.is_some()),
+        );
         run_batch(model, jobs, stats);
     }
 }
@@ -683,7 +922,8 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>, stats: &WorkerStats) {
         .flat_map(|j| &j.rows)
         .map(|r| r.opts.samples)
         .sum();
-    stats.set_active_rows(rows);
+    let mut active = 0;
+    stats.set_active_rows(&mut active, rows);
     let mut groups: BTreeMap<GroupKey, Vec<(usize, usize)>> = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
         for (r, row) in job.rows.iter().enumerate() {
@@ -719,7 +959,7 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>, stats: &WorkerStats) {
         compute_us = compute.as_micros() as u64,
         "batch done"
     );
-    stats.set_active_rows(0);
+    stats.set_active_rows(&mut active, 0);
     for ((job, rows), fail) in jobs.into_iter().zip(out).zip(failed) {
         let Job {
             reply,
@@ -804,4 +1044,48 @@ fn bridge_group(
         .view([-1]);
     let values = Vec::<f32>::try_from(&y)?;
     Ok(values.chunks(dim).map(<[f32]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_instances_are_one_per_core_on_the_cpu_and_one_on_a_gpu() {
+        let auto = WorkerOptions {
+            instances: 0,
+            ..WorkerOptions::new(8, 8)
+        };
+        assert_eq!(auto.resolved(Device::Cpu).instances, cores());
+        assert_eq!(auto.resolved(Device::Cuda(0)).instances, 1);
+        let three = WorkerOptions {
+            instances: 3,
+            ..auto
+        };
+        assert_eq!(three.resolved(Device::Cpu).instances, 3);
+        assert_eq!(three.resolved(Device::Cuda(0)).instances, 3);
+    }
+
+    #[test]
+    fn instances_share_out_the_cores_unless_told_otherwise() {
+        let one = WorkerOptions::new(8, 8);
+        assert_eq!(one.threads_per_instance(), None, "libtorch's default");
+        let many = WorkerOptions {
+            instances: cores() * 2,
+            ..one
+        };
+        assert_eq!(many.threads_per_instance(), Some(1), "at least one thread");
+        let told = WorkerOptions {
+            intra_op_threads: 3,
+            ..many
+        };
+        assert_eq!(told.threads_per_instance(), Some(3));
+        if cores() >= 2 {
+            let two = WorkerOptions {
+                instances: 2,
+                ..one
+            };
+            assert_eq!(two.threads_per_instance(), Some(cores() / 2));
+        }
+    }
 }
