@@ -86,8 +86,14 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
         .expect("a layout");
     assert_eq!(ip["instances"], best_layout["instances"], "{ip}");
     assert_eq!(ip["threads"], best_layout["threads"], "{ip}");
-    assert_eq!(ip["mix_items_per_s"], best_layout["mix_items_per_s"], "{ip}");
-    assert!(layouts[1]["threads"].as_u64().is_some_and(|t| t >= 1), "{layouts:?}");
+    assert_eq!(
+        ip["mix_items_per_s"], best_layout["mix_items_per_s"],
+        "{ip}"
+    );
+    assert!(
+        layouts[1]["threads"].as_u64().is_some_and(|t| t >= 1),
+        "{layouts:?}"
+    );
     // The ratios are the quotients of the figures measured: the throughput ratio is the median
     // of the interleaved rounds (service at the saturating concurrency, then in-process).
     assert!(ip["mix_items_per_s"].as_f64().is_some_and(|v| v > 0.0));

@@ -240,28 +240,37 @@ pub(crate) struct Job {
     pub(crate) deadline: Option<Instant>,
     /// Counts the request's work against its instance until the job is dropped (answered,
     /// expired or cancelled).
-    pub(crate) _load: LoadTicket,
+    pub(crate) load: LoadTicket,
 }
 
-/// Work (row-steps) counted against an instance while its job lives.
+/// Work (row-steps) counted against the instance a job is sent to, while the job lives.
 pub(crate) struct LoadTicket {
-    load: Arc<AtomicUsize>,
+    load: Option<Arc<AtomicUsize>>,
     units: usize,
 }
 
 impl LoadTicket {
-    fn new(load: &Arc<AtomicUsize>, units: usize) -> Self {
-        load.fetch_add(units, Ordering::Relaxed);
-        Self {
-            load: load.clone(),
-            units,
+    fn new(units: usize) -> Self {
+        Self { load: None, units }
+    }
+
+    /// Counts the work against `load` instead (the instance the job is offered to).
+    fn assign(&mut self, load: &Arc<AtomicUsize>) {
+        self.release();
+        load.fetch_add(self.units, Ordering::Relaxed);
+        self.load = Some(load.clone());
+    }
+
+    fn release(&mut self) {
+        if let Some(l) = self.load.take() {
+            l.fetch_sub(self.units, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for LoadTicket {
     fn drop(&mut self) {
-        self.load.fetch_sub(self.units, Ordering::Relaxed);
+        self.release();
     }
 }
 
@@ -302,36 +311,17 @@ impl WorkerHandle {
             .sum::<usize>()
             .max(1);
         let (reply, answer) = oneshot::channel();
-        let order = self.by_load();
-        let first = &self.lanes[order[0]];
-        let mut msg = Msg::Rows(Job {
+        self.send(Msg::Rows(Job {
             rows,
             reply,
             span: Span::current(),
             enqueued: Instant::now(),
             deadline,
-            _load: LoadTicket::new(&first.load, units),
-        });
-        for (n, &i) in order.iter().enumerate() {
-            let lane = &self.lanes[i];
-            if n > 0 {
-                if let Msg::Rows(job) = &mut msg {
-                    job._load = LoadTicket::new(&lane.load, units);
-                }
-            }
-            match lane.tx.try_send(msg) {
-                Ok(()) => {
-                    return answer.await.map_err(|_| {
-                        ServiceError::Unavailable(
-                            "the model worker stopped before answering".into(),
-                        )
-                    })?
-                }
-                Err(TrySendError::Full(back)) => msg = back,
-                Err(TrySendError::Closed(_)) => return Err(Self::stopped()),
-            }
-        }
-        Err(self.overloaded())
+            load: LoadTicket::new(units),
+        }))?;
+        answer.await.map_err(|_| {
+            ServiceError::Unavailable("the model worker stopped before answering".into())
+        })?
     }
 
     fn stopped() -> ServiceError {
@@ -357,10 +347,15 @@ impl WorkerHandle {
         order
     }
 
-    /// Sends to the least loaded instance whose queue has room.
+    /// Sends to the least loaded instance whose queue has room (a request's work is counted
+    /// against the instance it is offered to).
     fn send(&self, mut msg: Msg) -> Result<(), ServiceError> {
         for i in self.by_load() {
-            match self.lanes[i].tx.try_send(msg) {
+            let lane = &self.lanes[i];
+            if let Msg::Rows(job) = &mut msg {
+                job.load.assign(&lane.load);
+            }
+            match lane.tx.try_send(msg) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => msg = back,
                 Err(TrySendError::Closed(_)) => return Err(Self::stopped()),
