@@ -319,9 +319,7 @@ impl WorkerHandle {
             deadline,
             load: LoadTicket::new(units),
         }))?;
-        answer.await.map_err(|_| {
-            ServiceError::Unavailable("the model worker stopped before answering".into())
-        })?
+        answered(answer).await
     }
 
     fn stopped() -> ServiceError {
@@ -334,13 +332,17 @@ impl WorkerHandle {
         }
     }
 
-    /// Instance indices, least outstanding work first; equal ones in a rotating order so that
-    /// idle instances take turns.
+    fn send_error(&self, e: TrySendError<Msg>) -> ServiceError {
+        match e {
+            TrySendError::Full(_) => self.overloaded(),
+            TrySendError::Closed(_) => Self::stopped(),
+        }
+    }
+
+    /// Instance indices (of several), least outstanding work first; equal ones in a rotating
+    /// order so that idle instances take turns.
     fn by_load(&self) -> Vec<usize> {
         let n = self.lanes.len();
-        if n == 1 {
-            return vec![0];
-        }
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
         order.sort_by_key(|&i| self.lanes[i].load.load(Ordering::Relaxed));
@@ -350,7 +352,16 @@ impl WorkerHandle {
     /// Sends to the least loaded instance whose queue has room (a request's work is counted
     /// against the instance it is offered to).
     fn send(&self, mut msg: Msg) -> Result<(), ServiceError> {
-        for i in self.by_load() {
+        // One instance (the default) needs no ordering, so no allocation per request.
+        let (single, several);
+        let order: &[usize] = if self.lanes.len() == 1 {
+            single = [0];
+            &single
+        } else {
+            several = self.by_load();
+            &several
+        };
+        for &i in order {
             let lane = &self.lanes[i];
             if let Msg::Rows(job) = &mut msg {
                 job.load.assign(&lane.load);
@@ -358,7 +369,7 @@ impl WorkerHandle {
             match lane.tx.try_send(msg) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => msg = back,
-                Err(TrySendError::Closed(_)) => return Err(Self::stopped()),
+                Err(e) => return Err(self.send_error(e)),
             }
         }
         Err(self.overloaded())
@@ -373,9 +384,7 @@ impl WorkerHandle {
     ) -> Result<Embedded, ServiceError> {
         let (job, answer) = EmbedJob::new(inputs, deadline);
         self.send(Msg::Embed(job))?;
-        answer.await.map_err(|_| {
-            ServiceError::Unavailable("the model worker stopped before answering".into())
-        })?
+        answered(answer).await
     }
 
     /// Runs `f` on the model thread (between two denoising steps) and returns its result.
@@ -385,15 +394,9 @@ impl WorkerHandle {
         R: Send + 'static,
         F: FnOnce(&mut WorkerCtx<'_>) -> Result<R, ServiceError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let span = Span::current();
-        self.send(Msg::Call(Box::new(move |ctx: &mut WorkerCtx<'_>| {
-            let _entered = span.enter();
-            let _ = reply.send(f(ctx));
-        })))?;
-        answer.await.map_err(|_| {
-            ServiceError::Unavailable("the model worker stopped before answering".into())
-        })?
+        let (call, answer) = replying(f);
+        self.send(Msg::Call(call))?;
+        answered(answer).await
     }
 
     /// Runs `f` on every instance's thread (e.g. to install catalogs, which each instance
@@ -406,23 +409,15 @@ impl WorkerHandle {
     {
         let mut answers = Vec::with_capacity(self.lanes.len());
         for lane in self.lanes.iter() {
-            let (reply, answer) = oneshot::channel();
-            let (f, span) = (f.clone(), Span::current());
-            let call: Call = Box::new(move |ctx: &mut WorkerCtx<'_>| {
-                let _entered = span.enter();
-                let _ = reply.send(f(ctx));
-            });
-            lane.tx.try_send(Msg::Call(call)).map_err(|e| match e {
-                TrySendError::Full(_) => self.overloaded(),
-                TrySendError::Closed(_) => Self::stopped(),
-            })?;
+            let (call, answer) = replying(f.clone());
+            lane.tx
+                .try_send(Msg::Call(call))
+                .map_err(|e| self.send_error(e))?;
             answers.push(answer);
         }
         let mut out = Vec::with_capacity(answers.len());
         for answer in answers {
-            out.push(answer.await.map_err(|_| {
-                ServiceError::Unavailable("the model worker stopped before answering".into())
-            })??);
+            out.push(answered(answer).await?);
         }
         Ok(out)
     }
@@ -452,6 +447,30 @@ impl WorkerHandle {
             .map(|l| l.load.load(Ordering::Relaxed))
             .collect()
     }
+}
+
+/// `f` as a [`Call`] that runs in the caller's span and sends its result to the receiver.
+fn replying<R, F>(f: F) -> (Call, oneshot::Receiver<Result<R, ServiceError>>)
+where
+    R: Send + 'static,
+    F: FnOnce(&mut WorkerCtx<'_>) -> Result<R, ServiceError> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let span = Span::current();
+    let call: Call = Box::new(move |ctx: &mut WorkerCtx<'_>| {
+        let _entered = span.enter();
+        let _ = reply.send(f(ctx));
+    });
+    (call, answer)
+}
+
+/// The worker's answer; UNAVAILABLE if its thread ended before sending one.
+async fn answered<T>(
+    answer: oneshot::Receiver<Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
+    answer.await.map_err(|_| {
+        ServiceError::Unavailable("the model worker stopped before answering".into())
+    })?
 }
 
 /// How the worker batches and queues.
