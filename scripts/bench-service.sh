@@ -9,17 +9,25 @@
 #     single-batch compute time (one call at its best batch size, longest step count), best
 #     over batch sizes and over layouts (one instance on every core, and one single-threaded
 #     instance per core side by side);
-#   - RATIO_ROUNDS (5) rounds of (service at the saturating concurrency, then the in-process
+#   - RATIO_ROUNDS (9) rounds of (service at the saturating concurrency, then the in-process
 #     mix), one after the other: the throughput ratio is the median of the rounds' ratios.
 # Prints the three goal ratios at the end; JSON summaries go to OUT (default .cache/bench).
 # Trains nothing: it uses models/default (built by scripts/build-default-model.sh if missing).
+#
+# SERVER_CPUS / CLIENT_CPUS (comma-separated CPU numbers, e.g. 0 and 1) split the machine:
+# the server runs under `taskset -c SERVER_CPUS` (its model instances, threads and network
+# work all there), loadgen's client under `taskset -c CLIENT_CPUS`, and the in-process engine
+# is pinned to SERVER_CPUS too, so that both sides of the comparison get the same cores and
+# the client's own work takes nothing from either (as a client on another machine would).
+# Unset (the default), everything shares every core.
 #
 # Bounded: at most REQUESTS requests and MAX_SECONDS seconds per concurrency level (the
 # default leaves the time to decide, so that the requests in flight at the end are few).
 # The server runs INSTANCES model instances (default 0: one per core on the CPU, one on a
 # GPU), the throughput setting.
 # Knobs (environment): MODEL, STEPS, CONCURRENCY, REQUESTS, MAX_SECONDS, SAMPLES, ITEMS,
-# OPEN_FRACTION, OPEN_SECONDS, RATIO_ROUNDS, MAX_BATCH_ROWS, INSTANCES, DEVICE, OUT.
+# OPEN_FRACTION, OPEN_SECONDS, RATIO_ROUNDS, MAX_BATCH_ROWS, INSTANCES, DEVICE,
+# SERVER_CPUS, CLIENT_CPUS, OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
@@ -33,10 +41,12 @@ SAMPLES=${SAMPLES:-1}
 ITEMS=${ITEMS:-1}
 OPEN_FRACTION=${OPEN_FRACTION:-0.5}
 OPEN_SECONDS=${OPEN_SECONDS:-10}
-RATIO_ROUNDS=${RATIO_ROUNDS:-5}
+RATIO_ROUNDS=${RATIO_ROUNDS:-9}
 MAX_BATCH_ROWS=${MAX_BATCH_ROWS:-256}
 INSTANCES=${INSTANCES:-0}
 DEVICE=${DEVICE:-auto}
+SERVER_CPUS=${SERVER_CPUS:-}
+CLIENT_CPUS=${CLIENT_CPUS:-}
 OUT=${OUT:-.cache/bench}
 
 cargo build --release
@@ -45,6 +55,17 @@ if [[ ! -f "$MODEL/card.json" ]]; then
     scripts/build-default-model.sh
 fi
 mkdir -p "$OUT"
+
+SERVER_ON=()
+CLIENT_ON=()
+PIN_ENGINE=()
+if [[ -n "$SERVER_CPUS" ]]; then
+    SERVER_ON=(taskset -c "$SERVER_CPUS")
+    PIN_ENGINE=(--in-process-cpus "$SERVER_CPUS")
+fi
+if [[ -n "$CLIENT_CPUS" ]]; then
+    CLIENT_ON=(taskset -c "$CLIENT_CPUS")
+fi
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -68,17 +89,17 @@ bench() {
     port=$(free_port)
     echo
     echo "=== --batching $mode (127.0.0.1:$port) ==="
-    RUST_LOG=warn "$BIN" serve --model "$MODEL" --listen "127.0.0.1:$port" --device "$DEVICE" \
+    RUST_LOG=warn "${SERVER_ON[@]}" "$BIN" serve --model "$MODEL" --listen "127.0.0.1:$port" --device "$DEVICE" \
         --batching "$mode" --max-batch-rows "$MAX_BATCH_ROWS" --instances "$INSTANCES" \
         --queue-capacity 1024 &
     SERVER_PID=$!
     # loadgen waits (bounded) for the model to load before it starts.
-    RUST_LOG=warn timeout 1200 "$BIN" loadgen --addr "http://127.0.0.1:$port" --model "$MODEL" \
+    RUST_LOG=warn timeout 1800 "${CLIENT_ON[@]}" "$BIN" loadgen --addr "http://127.0.0.1:$port" --model "$MODEL" \
         --device "$DEVICE" --steps "$STEPS" --concurrency "$CONCURRENCY" \
         --requests "$REQUESTS" --max-seconds "$MAX_SECONDS" --items "$ITEMS" \
         --samples "$SAMPLES" --open-seconds "$OPEN_SECONDS" --ratio-rounds "$RATIO_ROUNDS" \
         --in-process-batches "1,16,64,$MAX_BATCH_ROWS" \
-        --label "batching $mode" --summary-json "$OUT/$mode.json" "$@"
+        --label "batching $mode" --summary-json "$OUT/$mode.json" "${PIN_ENGINE[@]}" "$@"
     stop_server
 }
 
@@ -110,10 +131,14 @@ for p in ip["per_steps"]:
           f"({p['batch_seconds']*1e3:.1f} ms per batch" + (f", {one*1e3:.1f} ms for one item)" if one else ")"))
 for l in ip["layouts"]:
     print(f"in-process mix, {l['instances']} instance(s) x {l['threads']} thread(s): {l['mix_items_per_s']:.0f} items/s")
-print(f"in-process best: {ip['mix_items_per_s']:.0f} items/s ({ip['device']}, {ip['instances']} instance(s) x {ip['threads']} thread(s))")
+pinned = f", on CPUs {ip['cpus']}" if ip.get("cpus") else ""
+print(f"in-process best: {ip['mix_items_per_s']:.0f} items/s ({ip['device']}{pinned}, {ip['instances']} instance(s) x {ip['threads']} thread(s))")
 for name, s in (("step", step), ("request", req)):
     rounds = ", ".join(f"{r['service_items_per_s']:.0f}/{r['in_process_items_per_s']:.0f} = {r['ratio']:.3f}" for r in s["ratio_rounds"])
     print(f"throughput rounds, {name}-level (service/in-process items/s): {rounds}")
+    client = sorted(r["client_cores"] for r in s["ratio_rounds"] if r.get("client_cores") is not None)
+    if client:
+        print(f"  the load generator's own CPU during the service rounds: median {client[len(client) // 2]:.3f} cores")
 print()
 print(f"goal 1, saturation / in-process (>= 0.9): step {step['throughput_ratio']:.3f}, request {req['throughput_ratio']:.3f}")
 print(f"goal 2, p99 at half saturation / (2 x single-batch compute) (< 1): step {step['p99_over_twice_batch']:.3f}, request {req['p99_over_twice_batch']:.3f}")

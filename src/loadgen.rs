@@ -102,6 +102,11 @@ pub struct LoadgenArgs {
     /// gives them; the best counts (0: the cores of this machine).
     #[arg(long, value_delimiter = ',', default_value = "1,0")]
     pub in_process_instances: Vec<usize>,
+    /// CPUs the in-process engine runs on (Linux; e.g. the server's `taskset` CPUs while this
+    /// client runs on others, so that the client's own work takes nothing from either side).
+    /// Empty: wherever this process may run.
+    #[arg(long, value_delimiter = ',')]
+    pub in_process_cpus: Vec<usize>,
     /// Device of the in-process comparison (use the server's).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
@@ -191,6 +196,8 @@ pub struct LayoutMix {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InProcess {
     pub device: String,
+    /// The CPUs it was pinned to (`--in-process-cpus`), empty when not pinned.
+    pub cpus: Vec<usize>,
     /// The best layout: instances side by side, intra-op threads each.
     pub instances: usize,
     pub threads: usize,
@@ -218,6 +225,10 @@ pub struct RatioRound {
     pub service_items_per_s: f64,
     pub in_process_items_per_s: f64,
     pub ratio: f64,
+    /// Cores this load generator itself used during the service's part of the round (user +
+    /// system CPU time over wall time): on loopback the client takes them from the server.
+    /// None where the OS does not tell.
+    pub client_cores: Option<f64>,
 }
 
 /// Everything a run measured, with the goal ratios of the service benchmark.
@@ -557,8 +568,10 @@ fn run_layout(
             .map(|_| {
                 let start = &start;
                 scope.spawn(move || -> Result<Vec<f64>> {
-                    tch::set_num_threads(layout.threads as i32);
-                    let model = load_model(args, target);
+                    let model = pin(&args.in_process_cpus).and_then(|()| {
+                        tch::set_num_threads(layout.threads as i32);
+                        load_model(args, target)
+                    });
                     let mut secs: Result<Vec<f64>> = Ok(Vec::with_capacity(jobs.len()));
                     for &job in jobs {
                         match (&model, &mut secs) {
@@ -602,10 +615,25 @@ fn mix_rate(items_per_s: impl Iterator<Item = f64>) -> f64 {
     n as f64 / sum.max(1e-12)
 }
 
+/// Pins the calling thread (and the OpenMP team it starts) to `cpus`, unless empty.
+fn pin(cpus: &[usize]) -> Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    threads::pin_current(cpus).with_context(|| format!("--in-process-cpus {cpus:?}"))
+}
+
 /// The layouts compared: each of `--in-process-instances`, with the intra-op threads the
-/// server gives that many instances (libtorch's default for one).
+/// server gives that many instances (libtorch's default for one: `default_threads`, or all of
+/// `--in-process-cpus`, which is what libtorch takes under `taskset`).
 fn layouts(args: &LoadgenArgs, default_threads: usize) -> Vec<Layout> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (cores, default_threads) = match args.in_process_cpus.len() {
+        0 => (
+            std::thread::available_parallelism().map_or(1, usize::from),
+            default_threads,
+        ),
+        n => (n, n),
+    };
     let mut counts: Vec<usize> = args
         .in_process_instances
         .iter()
@@ -620,7 +648,7 @@ fn layouts(args: &LoadgenArgs, default_threads: usize) -> Vec<Layout> {
                 instances,
                 ..WorkerOptions::new(1, 1)
             }
-            .threads_per_instance()
+            .threads_per_instance_on(cores)
             .unwrap_or(default_threads);
             Layout { instances, threads }
         })
@@ -633,8 +661,12 @@ fn layouts(args: &LoadgenArgs, default_threads: usize) -> Vec<Layout> {
 fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
     let device = args.device.resolve().map_err(anyhow::Error::msg)?;
     let default_threads = tch::get_num_threads().max(1) as usize;
+    let pinned = match args.in_process_cpus.as_slice() {
+        [] => String::new(),
+        cpus => format!(", on CPUs {cpus:?}"),
+    };
     println!(
-        "\nin-process engine ({}, {}): best items/s over batch sizes {:?}",
+        "\nin-process engine ({}, {}{pinned}): best items/s over batch sizes {:?}",
         args.model.display(),
         describe(device),
         args.in_process_batches
@@ -695,6 +727,7 @@ fn in_process(args: &LoadgenArgs, target: &Target) -> Result<InProcess> {
         {
             best = Some(InProcess {
                 device: describe(device),
+                cpus: args.in_process_cpus.clone(),
                 instances: layout.instances,
                 threads: layout.threads,
                 per_steps,
@@ -725,6 +758,29 @@ fn in_process_mix(args: &LoadgenArgs, target: &Target, p: &InProcess) -> Result<
     };
     let timed = run_layout(args, target, layout, &jobs)?;
     Ok(mix_rate(timed.iter().map(|t| t.items_per_s)))
+}
+
+/// The CPU time (user + system) this process has used so far.
+#[cfg(unix)]
+fn process_cpu() -> Option<Duration> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` fills the `rusage` it is pointed to, which lives until the end of
+    // this function; a zeroed `rusage` is a valid value whatever the call does.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Some(time(usage.ru_utime) + time(usage.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn process_cpu() -> Option<Duration> {
+    None
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -807,18 +863,24 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
             );
         }
         for round in 0..args.ratio_rounds {
+            let (cpu, started) = (process_cpu(), Instant::now());
             let r = rt.block_on(closed_loop(&client, &load, c, args.requests, level_time));
+            let client_cores = cpu
+                .zip(process_cpu())
+                .map(|(a, b)| (b - a).as_secs_f64() / started.elapsed().as_secs_f64());
             let service = r.requests_per_s() * args.items as f64;
             let engine = in_process_mix(args, &target, p)?;
             let ratio = service / engine.max(1e-9);
+            let client = client_cores.map_or(String::new(), |c| format!(" (client {c:.3} cores)"));
             println!(
-                "  round {}: service {service:.1} items/s, in-process {engine:.1} items/s, ratio {ratio:.3}",
+                "  round {}: service {service:.1} items/s{client}, in-process {engine:.1} items/s, ratio {ratio:.3}",
                 round + 1
             );
             ratio_rounds.push(RatioRound {
                 service_items_per_s: service,
                 in_process_items_per_s: engine,
                 ratio,
+                client_cores,
             });
         }
     }

@@ -109,6 +109,12 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
             assert!(svc > 0.0 && eng > 0.0, "{r}");
             let ratio = r["ratio"].as_f64().expect("ratio");
             assert!((ratio - svc / eng).abs() < 1e-9, "{r}");
+            // The client's own CPU share: some, and no more than the machine has.
+            if cfg!(unix) {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+                let client = r["client_cores"].as_f64().expect("client cores");
+                assert!(client > 0.0 && client <= cores * 1.05, "{r}");
+            }
             ratio
         })
         .collect();
@@ -124,4 +130,72 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
     let p99 = open["p99_ms"].as_f64().expect("open p99");
     let r = s["p99_over_twice_batch"].as_f64().expect("p99 ratio");
     assert!((r - p99 / (2.0 * batch_longest * 1e3)).abs() < 1e-9);
+}
+
+/// `--in-process-cpus` (what `SERVER_CPUS` of scripts/bench-service.sh passes): the engine's
+/// layouts are those of a machine of that many cores, and the pinning is reported; CPUs this
+/// process cannot have are an error naming the flag.
+#[cfg(target_os = "linux")]
+#[test]
+fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
+    let model = support::tiny_model();
+    let cfg = support::serve_config(&model);
+    let (addr, _) = support::serve_forever(cfg);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("summary.json");
+    let first = diffgap::service::threads::current_cpus().expect("CPUs")[0];
+    let run = |cpus: &str| {
+        Command::new(env!("CARGO_BIN_EXE_diffgap"))
+            .args(["loadgen", "--addr", &format!("http://{addr}")])
+            .arg("--model")
+            .arg(&model)
+            .args(["--device", "cpu", "--steps", "1,5", "--concurrency", "2"])
+            .args([
+                "--requests",
+                "20",
+                "--max-seconds",
+                "20",
+                "--open-seconds",
+                "0",
+            ])
+            .args([
+                "--in-process-batches",
+                "1,8",
+                "--in-process-instances",
+                "1,0",
+            ])
+            .args(["--ratio-rounds", "1", "--in-process-cpus", cpus])
+            .arg("--summary-json")
+            .arg(&json)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run loadgen")
+    };
+    let out = run(&first.to_string());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("on CPUs [{first}]")), "{stdout}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the summary")).expect("JSON");
+    let ip = &s["in_process"];
+    assert_eq!(ip["cpus"], serde_json::json!([first]), "{ip}");
+    // One CPU: "0" (one instance per core) is one instance, on one thread.
+    assert_eq!(
+        ip["layouts"],
+        serde_json::json!([{"instances": 1, "threads": 1, "mix_items_per_s": ip["mix_items_per_s"]}]),
+        "{ip}"
+    );
+    assert!(
+        ip["mix_items_per_s"].as_f64().is_some_and(|v| v > 0.0),
+        "{ip}"
+    );
+
+    let out = run("100000");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--in-process-cpus [100000]"), "{stderr}");
 }

@@ -61,6 +61,56 @@ pub fn set_current(_policy: IoThreadPolicy) -> io::Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread, and the threads it starts from now on, to the CPUs `cpus` (e.g. a
+/// benchmark's in-process engine onto the cores its server runs on, away from the client's).
+#[cfg(target_os = "linux")]
+pub fn pin_current(cpus: &[usize]) -> io::Result<()> {
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= max) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("CPUs {cpus:?}: need at least one, each below {max}"),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is a plain bit array, all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is below the set's size in bits (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The CPUs the calling thread may run on.
+#[cfg(target_os = "linux")]
+pub fn current_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: as in `pin_current`; `sched_getaffinity` fills `set`, of the size passed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: every index is below the set's size in bits.
+    Ok((0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn pin_current(_cpus: &[usize]) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "pinning threads to CPUs needs Linux",
+    ))
+}
+
 /// The calling thread's policy (`None` for a policy this module does not set).
 #[cfg(target_os = "linux")]
 pub fn current() -> io::Result<Option<IoThreadPolicy>> {
@@ -104,6 +154,26 @@ mod tests {
         assert_eq!(io, Some(IoThreadPolicy::Batch));
         assert_eq!(spawned.0, Some(IoThreadPolicy::Batch), "inherited");
         assert_eq!(spawned.1, Some(IoThreadPolicy::Normal), "reset");
+    }
+
+    #[test]
+    fn a_pinned_thread_runs_on_its_cpus_and_its_children_inherit_them() {
+        let first = current_cpus().expect("CPUs")[0];
+        let (own, child) = std::thread::spawn(move || {
+            pin_current(&[first]).expect("pin to one CPU");
+            assert_eq!(current_cpus().expect("CPUs"), [first]);
+            let child =
+                std::thread::spawn(|| std::thread::available_parallelism().map(usize::from))
+                    .join()
+                    .expect("child");
+            (std::thread::available_parallelism().map(usize::from), child)
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(own.expect("own CPUs"), 1);
+        assert_eq!(child.expect("child CPUs"), 1);
+        assert!(pin_current(&[]).is_err(), "no CPU");
+        assert!(pin_current(&[1 << 20]).is_err(), "out of range");
     }
 
     #[test]

@@ -517,10 +517,15 @@ impl WorkerOptions {
 
     /// The intra-op threads each instance sets, or `None` to leave libtorch's default.
     pub fn threads_per_instance(&self) -> Option<usize> {
+        self.threads_per_instance_on(cores())
+    }
+
+    /// [`Self::threads_per_instance`] on a machine (or CPU set) of `cores` cores.
+    pub fn threads_per_instance_on(&self, cores: usize) -> Option<usize> {
         if self.intra_op_threads > 0 {
             return Some(self.intra_op_threads);
         }
-        (self.instances > 1).then(|| (cores() / self.instances).max(1))
+        (self.instances > 1).then(|| (cores / self.instances).max(1))
     }
 }
 
