@@ -5,28 +5,60 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// A server on the tiny model, and where loadgen's summary goes.
+struct Server {
+    model: PathBuf,
+    addr: String,
+    json: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn new() -> Self {
+        let model = support::tiny_model();
+        let (addr, _) = support::serve_forever(support::serve_config(&model));
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self {
+            json: dir.path().join("summary.json"),
+            addr: format!("http://{addr}"),
+            model,
+            _dir: dir,
+        }
+    }
+
+    /// `diffgap loadgen` at this server, with the in-process engine on the same model (CPU),
+    /// its summary to `json`.
+    fn loadgen(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffgap"));
+        cmd.args(["loadgen", "--addr", &self.addr, "--device", "cpu"])
+            .arg("--model")
+            .arg(&self.model)
+            .arg("--summary-json")
+            .arg(&self.json)
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.json).expect("the summary");
+        serde_json::from_str(&text).expect("JSON")
+    }
+}
 
 #[test]
 fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
-    let model = support::tiny_model();
-    let cfg = support::serve_config(&model);
-    let (addr, _) = support::serve_forever(cfg);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("summary.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
-        .args(["loadgen", "--addr", &format!("http://{addr}")])
-        .arg("--model")
-        .arg(&model)
-        .args(["--device", "cpu", "--steps", "1,5", "--concurrency", "1,4"])
+    let server = Server::new();
+    let out = server
+        .loadgen()
+        .args(["--steps", "1,5", "--concurrency", "1,4"])
         .args(["--requests", "40", "--max-seconds", "20"])
         .args(["--open-fraction", "0.5", "--open-seconds", "1"])
         .args(["--in-process-batches", "1,8", "--label", "test"])
         .args(["--in-process-instances", "1,2"])
         .args(["--ratio-rounds", "2"])
-        .arg("--summary-json")
-        .arg(&json)
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run loadgen");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -40,8 +72,7 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
         "{stdout}"
     );
 
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("the summary")).expect("JSON");
+    let s = server.summary();
     let closed = s["closed"].as_array().expect("closed levels");
     assert_eq!(closed.len(), 2);
     for level in closed {
@@ -138,18 +169,12 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
 #[cfg(target_os = "linux")]
 #[test]
 fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
-    let model = support::tiny_model();
-    let cfg = support::serve_config(&model);
-    let (addr, _) = support::serve_forever(cfg);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("summary.json");
+    let server = Server::new();
     let first = diffgap::service::threads::current_cpus().expect("CPUs")[0];
     let run = |cpus: &str| {
-        Command::new(env!("CARGO_BIN_EXE_diffgap"))
-            .args(["loadgen", "--addr", &format!("http://{addr}")])
-            .arg("--model")
-            .arg(&model)
-            .args(["--device", "cpu", "--steps", "1,5", "--concurrency", "2"])
+        server
+            .loadgen()
+            .args(["--steps", "1,5", "--concurrency", "2"])
             .args([
                 "--requests",
                 "20",
@@ -165,9 +190,6 @@ fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
                 "1,0",
             ])
             .args(["--ratio-rounds", "1", "--in-process-cpus", cpus])
-            .arg("--summary-json")
-            .arg(&json)
-            .env("RUST_LOG", "warn")
             .output()
             .expect("run loadgen")
     };
@@ -179,8 +201,7 @@ fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(&format!("on CPUs [{first}]")), "{stdout}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("the summary")).expect("JSON");
+    let s = server.summary();
     let ip = &s["in_process"];
     assert_eq!(ip["cpus"], serde_json::json!([first]), "{ip}");
     // One CPU: "0" (one instance per core) is one instance, on one thread.
