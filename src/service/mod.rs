@@ -7,6 +7,7 @@
 //! - [`grpc`]: request validation and the RPC implementations;
 //! - [`repository`]: the served models (one worker each) and their catalogs, reloaded as a
 //!   whole (Reload RPC, SIGHUP);
+//! - [`reload`]: which models a reload loads, keeps or drops, and what its clients are told;
 //! - [`catalog`]: named candidate sets for Rank, and `diffgap catalog build`;
 //! - [`error`]: the error type and its gRPC status codes;
 //! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
@@ -23,6 +24,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod rank;
 pub mod raw_input;
+pub mod reload;
 pub mod repository;
 pub mod request_id;
 pub mod scheduler;

@@ -10,9 +10,11 @@
 //! in a new worker that is warmed up before it takes over, then reads the catalogs again, and
 //! swaps the new [`Registry`] in at once. A request holds the registry it started with, so
 //! requests in flight finish on the old workers (which end once their last request is done):
-//! nothing is dropped. A model or catalog that fails to load keeps its old version.
+//! nothing is dropped. A model or catalog that fails to load keeps its old version, whatever
+//! the failure, and the default never changes (see [`super::reload`] for which directories
+//! count as removed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +23,7 @@ use tch::Device;
 use super::catalog::{self, CatalogData};
 use super::error::ServiceError;
 use super::metrics;
+use super::reload::{self, Failure, Found, Step};
 use super::worker::{ModelInfo, ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
 use crate::model::artifact;
 
@@ -69,7 +72,8 @@ impl Registry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub name: String,
-    /// Error message when it failed (and the old version, if any, was kept).
+    /// Why it failed (and whether the old version is kept), naming no path: it goes to
+    /// Reload's clients.
     pub error: Option<String>,
 }
 
@@ -223,61 +227,103 @@ impl Repository {
         Ok(report)
     }
 
-    /// Reloads every model and catalog; see the module's documentation.
+    /// The model directories on disk now, with a card or without (see [`reload::plan`]).
+    fn found_dirs(&self) -> Result<BTreeMap<String, Found>, ServiceError> {
+        let s = &self.sources;
+        let found = |dir: PathBuf| Found {
+            has_card: dir.join(artifact::CARD_FILE).is_file(),
+            dir,
+        };
+        let mut out = BTreeMap::new();
+        if s.repository.as_os_str().is_empty() {
+            if s.model.is_dir() {
+                out.insert(dir_name(&s.model), found(s.model.clone()));
+            }
+            return Ok(out);
+        }
+        let entries = std::fs::read_dir(&s.repository).map_err(|e| {
+            ServiceError::Config(format!(
+                "model_repository: cannot read {}: {e}",
+                s.repository.display()
+            ))
+        })?;
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                out.insert(dir_name(&p), found(p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reloads every model and catalog; see the module's documentation. The errors, and the
+    /// outcomes in the report, name no path (they go to Reload's clients); the details are
+    /// logged.
     pub async fn reload(&self) -> Result<ReloadReport, ServiceError> {
         let _one = self.reloading.lock().await;
         let old = self.get()?;
-        let dirs = self.model_dirs()?;
-        let mut report = ReloadReport::default();
+        self.reload_from(&old).await.map_err(reload::public_error)
+    }
+
+    async fn reload_from(&self, old: &Arc<Registry>) -> Result<ReloadReport, ServiceError> {
+        let served: BTreeSet<String> = old.models.keys().cloned().collect();
+        let plan = reload::plan(&self.found_dirs()?, &served, &old.default);
+        let mut report = ReloadReport {
+            removed_models: plan.removed,
+            ..ReloadReport::default()
+        };
         let mut models: BTreeMap<String, Served> = BTreeMap::new();
-        let mut kept: BTreeMap<String, Arc<Served>> = BTreeMap::new();
-        for (name, dir) in &dirs {
-            match self.start_worker(dir).await {
-                Ok(served) => {
-                    tracing::info!(model = %name, "reloaded");
-                    report.models.push(Outcome {
-                        name: name.clone(),
-                        error: None,
-                    });
-                    models.insert(name.clone(), served);
-                }
-                Err(e) => {
-                    tracing::error!(model = %name, "reload failed, keeping the old version: {e}");
-                    report.models.push(Outcome {
-                        name: name.clone(),
-                        error: Some(e.to_string()),
-                    });
-                    if let Some(m) = old.models.get(name) {
-                        kept.insert(name.clone(), m.clone());
+        for (name, step) in plan.steps {
+            let failure = match step {
+                Step::Load(dir) => match self.start_worker(&dir).await {
+                    Ok(served) => {
+                        tracing::info!(model = %name, "reloaded");
+                        report.models.push(Outcome {
+                            name: name.clone(),
+                            error: None,
+                        });
+                        models.insert(name, served);
+                        continue;
                     }
+                    Err(e) => {
+                        tracing::error!(model = %name, "reload failed: {e}");
+                        Failure::of(&e)
+                    }
+                },
+                Step::Keep(f) => {
+                    tracing::error!(model = %name, "reload failed: {f}");
+                    f
                 }
+            };
+            let kept = old.models.get(&name);
+            if kept.is_some() {
+                tracing::warn!(model = %name, "keeping the old version");
+            }
+            report.models.push(Outcome {
+                name: name.clone(),
+                error: Some(failure.outcome(kept.is_some())),
+            });
+            // Kept models get the same treatment as new ones: a fresh `Served` with their
+            // handle (their catalogs are matched again).
+            if let Some(m) = kept {
+                models.insert(
+                    name,
+                    Served {
+                        info: m.info.clone(),
+                        dir: m.dir.clone(),
+                        worker: m.worker.clone(),
+                        stats: m.stats.clone(),
+                        catalogs: m.catalogs.clone(),
+                    },
+                );
             }
         }
         // Models gone from the repository stop being served (their workers end after their
         // last request).
-        report.removed_models = old
-            .models
-            .keys()
-            .filter(|k| !dirs.contains_key(*k))
-            .cloned()
-            .collect();
-        // Kept models get the same treatment as new ones: fresh `Served` with their handle.
-        for (name, m) in kept {
-            models.insert(
-                name,
-                Served {
-                    info: m.info.clone(),
-                    dir: m.dir.clone(),
-                    worker: m.worker.clone(),
-                    stats: m.stats.clone(),
-                    catalogs: m.catalogs.clone(),
-                },
-            );
+        for name in &report.removed_models {
+            tracing::warn!(model = %name, "its directory is gone: no longer served");
         }
-        if models.is_empty() {
-            return Err(ServiceError::Unavailable("no model could be loaded".into()));
-        }
-        let registry = self.with_catalogs(models, Some(&old), &mut report).await?;
+        let registry = self.with_catalogs(models, Some(old), &mut report).await?;
         self.publish(registry)?;
         Ok(report)
     }
@@ -291,6 +337,25 @@ impl Repository {
         old: Option<&Registry>,
         report: &mut ReloadReport,
     ) -> Result<Registry, ServiceError> {
+        let default = match old {
+            // The default never moves to another model on reload (the plan keeps it); checked
+            // before the catalogs change anything in the workers.
+            Some(o) if models.contains_key(&o.default) => o.default.clone(),
+            Some(o) => {
+                return Err(ServiceError::Internal(format!(
+                    "the default model '{}' would no longer be served",
+                    o.default
+                )))
+            }
+            None => {
+                let wanted = dir_name(&self.sources.model);
+                if models.contains_key(&wanted) {
+                    wanted
+                } else {
+                    models.keys().next().cloned().unwrap_or_default()
+                }
+            }
+        };
         let root = self.sources.catalogs.clone();
         let read = tokio::task::spawn_blocking(move || catalog::read_all(&root))
             .await
@@ -298,16 +363,23 @@ impl Repository {
             .map_err(ServiceError::Config)?;
         let mut sets: BTreeMap<String, BTreeMap<String, Arc<CatalogData>>> = BTreeMap::new();
         for (name, got) in read {
-            let fit = got.and_then(|c| {
-                let m = models.get(&c.meta.model).ok_or_else(|| {
-                    format!(
-                        "catalog '{name}' was built for model '{}', which is not served",
-                        c.meta.model
-                    )
-                })?;
-                catalog::check_for_model(&c, &m.info.name, &m.info.fingerprint, m.info.dim)?;
-                Ok(c)
-            });
+            // Errors as (the log's detail, the client's text): a read error names the
+            // catalog's directory; a mismatch names no path.
+            let fit = got
+                .map_err(|e| (e, reload::CATALOG_UNREADABLE.to_owned()))
+                .and_then(|c| {
+                    let m = models.get(&c.meta.model).ok_or_else(|| {
+                        format!(
+                            "catalog '{name}' was built for model '{}', which is not served",
+                            c.meta.model
+                        )
+                    });
+                    m.and_then(|m| {
+                        catalog::check_for_model(&c, &m.info.name, &m.info.fingerprint, m.info.dim)
+                    })
+                    .map_err(|e| (e.clone(), e))?;
+                    Ok(c)
+                });
             match fit {
                 Ok(c) => {
                     report.catalogs.push(Outcome {
@@ -318,11 +390,11 @@ impl Repository {
                         .or_default()
                         .insert(name, Arc::new(c));
                 }
-                Err(e) => {
-                    tracing::error!(catalog = %name, "cannot serve the catalog: {e}");
+                Err((detail, public)) => {
+                    tracing::error!(catalog = %name, "cannot serve the catalog: {detail}");
                     report.catalogs.push(Outcome {
                         name: name.clone(),
-                        error: Some(e),
+                        error: Some(public),
                     });
                     // Keep the old version if it still fits its (possibly reloaded) model.
                     let previous = old.and_then(|o| {
@@ -358,13 +430,6 @@ impl Repository {
                 .await?;
             served.catalogs = set;
         }
-        let names: Vec<String> = models.keys().cloned().collect();
-        let wanted = dir_name(&self.sources.model);
-        let default = if models.contains_key(&wanted) {
-            wanted
-        } else {
-            names.first().cloned().unwrap_or_default()
-        };
         for m in models.values() {
             metrics::model_loaded(&m.info.name, &m.info.space, m.info.dim, &m.info.device);
         }
