@@ -534,19 +534,6 @@ async fn generative_rank_reorders_the_fused_shortlist() {
 
 // ---------------------------------------------------------- Model repository and Reload
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
-        }
-    }
-}
-
 fn named_item(model: &str, seed: u64) -> BridgeRequest {
     let mut it = BridgeItem::new("text", "audio", vector(seed), Some(seed));
     it.steps = Some(3);
@@ -562,9 +549,10 @@ async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
     let root = tempfile::tempdir().expect("tempdir");
     let repo = root.path().join("models");
     for name in ["alpha", "beta"] {
-        copy_dir(&tiny_model(), &repo.join(name));
+        support::copy_dir(&tiny_model(), &repo.join(name));
     }
-    let mut cfg = serve_config(Path::new("beta"));
+    // Reload needs an admin token.
+    let mut cfg = support::with_admin_token(serve_config(Path::new("beta")));
     cfg.model_repository = repo.clone();
     cfg.max_batch_rows = 16;
     let (addr, stop, server) = support::serve_until_stopped(cfg).await;
@@ -605,7 +593,7 @@ async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
     }
     for _ in 0..2 {
         let r = c
-            .reload(ReloadRequest {})
+            .reload(support::admin(ReloadRequest {}))
             .await
             .expect("reload")
             .into_inner();
@@ -627,7 +615,7 @@ async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
     // A broken card: the reload reports it and the old version goes on serving.
     std::fs::write(repo.join("beta").join("card.json"), "{ not a card").expect("write");
     let r = c
-        .reload(ReloadRequest {})
+        .reload(support::admin(ReloadRequest {}))
         .await
         .expect("reload")
         .into_inner();
@@ -647,7 +635,7 @@ async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
     // A model gone from the repository stops being served.
     std::fs::remove_dir_all(repo.join("alpha")).expect("rm alpha");
     let r = c
-        .reload(ReloadRequest {})
+        .reload(support::admin(ReloadRequest {}))
         .await
         .expect("reload")
         .into_inner();

@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "tls_key",
     "tls_client_ca",
     "auth_tokens_file",
+    "admin_tokens_file",
     "model_repository",
     "catalogs",
     "io_thread_policy",
@@ -114,6 +115,10 @@ pub struct ServeConfig {
     /// Bearer tokens, one a line: set, every call but health's needs `authorization: Bearer
     /// <token>`. `DIFFGAP_AUTH_TOKENS` may add tokens (see `security`).
     pub auth_tokens_file: PathBuf,
+    /// Admin tokens, one a line: the Reload RPC needs `authorization: Bearer <admin token>`
+    /// and is refused without any configured. `DIFFGAP_ADMIN_TOKENS` may add tokens (see
+    /// `admin`).
+    pub admin_tokens_file: PathBuf,
     /// A folder of model directories, all served (one worker each); "" serves `model` alone.
     /// With it, `model` names the default (its directory name).
     pub model_repository: PathBuf,
@@ -153,6 +158,7 @@ impl Default for ServeConfig {
             tls_key: PathBuf::new(),
             tls_client_ca: PathBuf::new(),
             auth_tokens_file: PathBuf::new(),
+            admin_tokens_file: PathBuf::new(),
             model_repository: PathBuf::new(),
             catalogs: PathBuf::new(),
             io_thread_policy: IoThreadPolicy::default(),
@@ -228,6 +234,10 @@ pub struct ServeArgs {
     /// come from DIFFGAP_AUTH_TOKENS].
     #[arg(long, value_name = "FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// File of admin tokens, one a line, for the Reload RPC [default: none, Reload refused;
+    /// env: DIFFGAP_ADMIN_TOKENS_FILE; tokens may also come from DIFFGAP_ADMIN_TOKENS].
+    #[arg(long, value_name = "FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
     /// Folder of model directories to serve, all of them; --model names the default
     /// [default: none, serve --model alone; env: DIFFGAP_MODEL_REPOSITORY].
     #[arg(long, value_name = "DIR")]
@@ -292,6 +302,7 @@ impl ServeArgs {
             ("tls_key", path_value(&self.tls_key)),
             ("tls_client_ca", path_value(&self.tls_client_ca)),
             ("auth_tokens_file", path_value(&self.auth_tokens_file)),
+            ("admin_tokens_file", path_value(&self.admin_tokens_file)),
             ("model_repository", path_value(&self.model_repository)),
             ("catalogs", path_value(&self.catalogs)),
             ("io_thread_policy", self.io_thread_policy.map(value_name)),

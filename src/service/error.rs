@@ -20,6 +20,13 @@ pub enum ServiceError {
     FailedPrecondition(String),
     #[error("the model queue is full ({capacity} requests waiting); retry later")]
     Overloaded { capacity: usize },
+    /// The call carries no credential where one is needed (Reload without an admin token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not make this call (Reload with a token that is not an admin token, or
+    /// on a server without admin tokens).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Still loading, shutting down, or the model worker is gone.
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +65,8 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::ModelNotFound { .. } | ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Overloaded { .. } => Code::ResourceExhausted,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
+            ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
             ServiceError::Internal(_)

@@ -19,6 +19,7 @@ use super::rank::{self, Candidates, Plan};
 use super::raw_input::{self, Slot};
 use super::repository::{Repository, Served};
 use super::request_id::{self, Timed};
+use super::security::Tokens;
 use super::validate::{self, check_count, check_direction, check_modality};
 use super::worker::{BridgeRow, ModelInfo, RowStart};
 use crate::model::card::{direction_key, FusionWeights};
@@ -37,6 +38,8 @@ pub struct Limits {
 pub struct DiffgapService {
     repo: Arc<Repository>,
     limits: Limits,
+    /// The tokens that may call Reload (`None`: Reload is refused).
+    admin: Option<Tokens>,
 }
 
 /// Chunks of one BridgeStream call computed at the same time (later ones wait).
@@ -44,7 +47,17 @@ const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 
 impl DiffgapService {
     pub fn new(repo: Arc<Repository>, limits: Limits) -> Self {
-        Self { repo, limits }
+        Self {
+            repo,
+            limits,
+            admin: None,
+        }
+    }
+
+    /// Lets the holders of `admin` tokens call Reload (see [`super::admin`]).
+    pub fn with_admin(mut self, admin: Option<Tokens>) -> Self {
+        self.admin = admin;
+        self
     }
 
     /// The model `name` ("" = the default), or UNAVAILABLE while loading, NOT_FOUND if unknown.
@@ -709,8 +722,20 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
-        self.handle("Reload", request, |_| (0, ""), |_| self.reload_impl())
-            .await
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec());
+        self.handle(
+            "Reload",
+            request,
+            |_| (0, ""),
+            |_| async move {
+                super::admin::check(self.admin.as_ref(), authorization.as_deref())?;
+                self.reload_impl().await
+            },
+        )
+        .await
     }
 
     type BridgeStreamStream = ChunkStream;

@@ -13,9 +13,11 @@
 //! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
 //! - [`request_id`]: request ids and the timing headers of responses;
 //! - [`security`]: TLS, mutual TLS and bearer-token authentication;
+//! - [`admin`]: the admin tokens that Reload needs;
 //! - [`telemetry`]: the log subscriber (text or JSON);
 //! - [`threads`]: the async runtime, and its threads' scheduling against the model threads.
 
+pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod embedder;
@@ -200,6 +202,11 @@ impl Listening {
             },
             deaths,
         ));
+        let reload_access = if security.admin.is_some() {
+            "admin token"
+        } else {
+            "off (no admin token; SIGHUP only)"
+        };
         let service = grpc::DiffgapService::new(
             repo.clone(),
             grpc::Limits {
@@ -207,7 +214,8 @@ impl Listening {
                 max_batch_rows: cfg.max_batch_rows,
                 queue_capacity: cfg.queue_capacity,
             },
-        );
+        )
+        .with_admin(security.admin.clone());
         let max_message = cfg.message_limit();
         let server = DiffgapServer::new(service)
             .max_decoding_message_size(max_message)
@@ -228,7 +236,7 @@ impl Listening {
             );
             draining_set.notify_one();
         };
-        tracing::info!(%addr, model = %cfg.model.display(), security = %security.describe(), "listening; loading the model");
+        tracing::info!(%addr, model = %cfg.model.display(), security = %security.describe(), reload = reload_access, "listening; loading the model");
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = security.tls {
             builder = builder

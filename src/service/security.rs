@@ -9,7 +9,8 @@
 //!   kept only as SHA-256 digests, compared in constant time against every configured token,
 //!   and never logged or printed (`diffgap config print` shows the file's path, not its
 //!   content). `grpc.health.v1.Health` stays open, so load balancers and probes need no
-//!   token; reflection and `diffgap.v1.Diffgap` need one.
+//!   token; reflection and `diffgap.v1.Diffgap` need one. Admin tokens (see [`super::admin`])
+//!   are accepted too.
 //!
 //! Everything is read and checked at start-up ([`Security::load`]); every error names the key
 //! (or the variable) it is about.
@@ -48,6 +49,8 @@ pub struct Security {
     pub client_auth: bool,
     /// The bearer-token layer for every service of the server.
     pub auth: BearerAuthLayer,
+    /// The tokens that may call Reload; `None` refuses it.
+    pub admin: Option<Tokens>,
 }
 
 impl fmt::Debug for Security {
@@ -56,19 +59,34 @@ impl fmt::Debug for Security {
             .field("tls", &self.tls.is_some())
             .field("client_auth", &self.client_auth)
             .field("auth", &self.auth)
+            .field("admin", &self.admin)
             .finish()
     }
 }
 
 impl Security {
     /// Reads the certificate, key and CA files and the tokens named by `cfg` and by the
-    /// process environment's [`AUTH_TOKENS_ENV`].
+    /// process environment's [`AUTH_TOKENS_ENV`] and [`super::admin::ADMIN_TOKENS_ENV`].
     pub fn load(cfg: &ServeConfig) -> Result<Self, String> {
-        Self::load_with(cfg, std::env::var(AUTH_TOKENS_ENV).ok())
+        Self::load_with_env(
+            cfg,
+            std::env::var(AUTH_TOKENS_ENV).ok(),
+            std::env::var(super::admin::ADMIN_TOKENS_ENV).ok(),
+        )
     }
 
-    /// [`Security::load`] with the value of [`AUTH_TOKENS_ENV`] given.
+    /// [`Security::load`] with the value of [`AUTH_TOKENS_ENV`] given (and no admin tokens
+    /// from the environment).
     pub fn load_with(cfg: &ServeConfig, env_tokens: Option<String>) -> Result<Self, String> {
+        Self::load_with_env(cfg, env_tokens, None)
+    }
+
+    /// [`Security::load`] with the values of both token variables given.
+    pub fn load_with_env(
+        cfg: &ServeConfig,
+        env_tokens: Option<String>,
+        env_admin: Option<String>,
+    ) -> Result<Self, String> {
         let set = |p: &Path| !p.as_os_str().is_empty();
         let tls = if set(&cfg.tls_cert) {
             let cert = read_certs("tls_cert", &cfg.tls_cert)?;
@@ -122,15 +140,21 @@ impl Security {
             }
             tokens.extend(from_env);
         }
+        let admin = super::admin::load(cfg, env_admin)?;
         let auth = if tokens.is_empty() {
             BearerAuthLayer::open()
         } else {
-            BearerAuthLayer::new(Tokens::new(tokens.iter().map(String::as_str)))
+            let mut accepted = Tokens::new(tokens.iter().map(String::as_str));
+            if let Some(a) = &admin {
+                accepted.digests.extend_from_slice(&a.digests);
+            }
+            BearerAuthLayer::new(accepted)
         };
         Ok(Self {
             tls,
             client_auth: set(&cfg.tls_client_ca) && set(&cfg.tls_cert),
             auth,
+            admin,
         })
     }
 

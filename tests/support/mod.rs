@@ -104,6 +104,52 @@ pub fn serve_config(model: &Path) -> ServeConfig {
     cfg
 }
 
+/// The admin token [`with_admin_token`] configures.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// `cfg` with [`ADMIN_TOKEN`] as its one admin token (written to a file kept until the
+/// process ends), so that Reload is allowed with [`admin`].
+pub fn with_admin_token(mut cfg: ServeConfig) -> ServeConfig {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let file = dir.join("admin-tokens");
+        std::fs::write(&file, format!("{ADMIN_TOKEN}\n")).expect("write the admin token");
+        file
+    });
+    cfg.admin_tokens_file = file.clone();
+    cfg
+}
+
+/// `message` as a request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    r
+}
+
+/// `message` as a request carrying [`ADMIN_TOKEN`] (Reload needs it).
+pub fn admin<T>(message: T) -> tonic::Request<T> {
+    bearer(message, ADMIN_TOKEN)
+}
+
+/// Copies the directory `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
 /// Serves `cfg` until the process ends, on its own runtime and thread so that it outlives
 /// each test's runtime: (gRPC address, metrics address).
 pub fn serve_forever(cfg: ServeConfig) -> (SocketAddr, Option<SocketAddr>) {
