@@ -114,7 +114,12 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
     let (mono, source_rate, source_channels, truncated) =
         match catch_unwind(AssertUnwindSafe(|| decode_mono(bytes, opts))) {
             Ok(result) => result?,
-            Err(_) => return Err(DecodeError::Undecodable("the decoder panicked".into())),
+            // The panic's own text is symphonia's internals, not the client's business.
+            Err(_) => {
+                return Err(DecodeError::Undecodable(
+                    "the audio could not be decoded".into(),
+                ))
+            }
         };
     let samples = resample(&mono, source_rate, opts.target_rate)?;
     Ok(Decoded {
