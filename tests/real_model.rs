@@ -209,6 +209,22 @@ async fn text_in_ranked_audio_out_and_audio_in_bridged_text_out() {
     );
 }
 
+/// A 16-bit PCM WAV header declaring `rate` Hz and one channel, then a few zero samples.
+fn wav_declaring(rate: u32) -> Vec<u8> {
+    let mut b = b"RIFF".to_vec();
+    b.extend_from_slice(&(36u32 + 64).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&[1, 0, 1, 0]); // PCM, mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&rate.wrapping_mul(2).to_le_bytes());
+    b.extend_from_slice(&[2, 0, 16, 0]); // block align, bits
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&64u32.to_le_bytes());
+    b.extend_from_slice(&[0; 64]);
+    b
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_raw_input_is_refused_with_invalid_argument() {
     let (addr, _) = serve_forever(serve_config(&default_model()));
@@ -226,6 +242,18 @@ async fn bad_raw_input_is_refused_with_invalid_argument() {
             vec![audio(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")],
         ),
         ("empty audio", vec![audio(b"")]),
+        ("WAV at 0 Hz", vec![audio(&wav_declaring(0))]),
+        ("WAV at 4e9 Hz", vec![audio(&wav_declaring(4_000_000_000))]),
+        (
+            "samples at 1 Hz",
+            vec![RawInput {
+                input: Some(Input::Samples(proto::AudioSamples {
+                    values: vec![0.1; 10],
+                    sample_rate: 1,
+                    channels: 1,
+                })),
+            }],
+        ),
         (
             "NaN samples",
             vec![RawInput {
@@ -265,6 +293,7 @@ async fn bad_raw_input_is_refused_with_invalid_argument() {
             "{what}: the message names no field: {}",
             e.message()
         );
+        assert!(!e.message().contains("panic"), "{what}: {}", e.message());
     }
     // Video: the default model has no video encoder.
     let e = c

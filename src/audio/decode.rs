@@ -3,8 +3,14 @@
 //! Containers and codecs: WAV (PCM integer and float), FLAC, OGG/Vorbis (`.ogg`, `.oga`) and MP3,
 //! through symphonia; the format is probed from the bytes (an optional file extension is only a
 //! hint). Channels are averaged to mono, then the signal is resampled to the target rate
-//! ([`super::resample`]). Client bytes never reach a panic: every failure is a [`DecodeError`]
-//! (a panic inside a decoder is caught and reported as undecodable input).
+//! ([`super::resample`]).
+//!
+//! Work is bounded before it starts: the declared sample rate, channel count, sample width and
+//! length are held to [`super::limits`] from the header (a WAV's ahead of the probe, see
+//! [`super::wav_header`]) and again from the first decoded buffer, and decoding stops as soon
+//! as `max_seconds` of audio has come out, whatever the header said. Every failure is a
+//! [`DecodeError`]; a panic inside a decoder is still caught, as a last resort, and reported
+//! as undecodable input without saying more.
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,7 +23,9 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
+use super::limits::{self, Declared};
 use super::resample::{resample, ResampleError};
+use super::wav_header;
 
 /// What to do with input longer than [`DecodeOptions::max_seconds`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +81,15 @@ pub enum DecodeError {
     Undecodable(String),
     #[error("unsupported audio: {0}")]
     Unsupported(String),
+    /// A declared or decoded stream parameter outside [`super::limits`].
+    #[error("unsupported audio: {field} {value}{unit} is outside {min}..={max}{unit}")]
+    OutOfRange {
+        field: &'static str,
+        value: u32,
+        min: u32,
+        max: u32,
+        unit: &'static str,
+    },
     #[error("no audio: the stream decodes to zero samples")]
     NoSamples,
     #[error("audio too long: more than {max_seconds} s (at least {seconds:.2} s)")]
@@ -97,7 +114,12 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
     let (mono, source_rate, source_channels, truncated) =
         match catch_unwind(AssertUnwindSafe(|| decode_mono(bytes, opts))) {
             Ok(result) => result?,
-            Err(_) => return Err(DecodeError::Undecodable("the decoder panicked".into())),
+            // The panic's own text is symphonia's internals, not the client's business.
+            Err(_) => {
+                return Err(DecodeError::Undecodable(
+                    "the audio could not be decoded".into(),
+                ))
+            }
         };
     let samples = resample(&mono, source_rate, opts.target_rate)?;
     Ok(Decoded {
@@ -114,6 +136,10 @@ fn decode_mono(
     bytes: &[u8],
     opts: &DecodeOptions,
 ) -> Result<(Vec<f32>, u32, usize, bool), DecodeError> {
+    let wav = wav_header::peek(bytes);
+    if let Some(h) = &wav {
+        limits::check(&h.declared(), None)?;
+    }
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = &opts.extension {
@@ -134,6 +160,18 @@ fn decode_mono(
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| DecodeError::Unsupported("no audio track".into()))?;
     let track_id = track.id;
+    let params = &track.codec_params;
+    let declared = Declared {
+        sample_rate: params.sample_rate,
+        channels: params.channels.map(|c| c.count() as u32),
+        bits_per_sample: params.bits_per_sample,
+        frames: params
+            .n_frames
+            .filter(|_| !wav.is_some_and(|h| h.length_unknown())),
+    };
+    // A truncating caller wants the start of a long stream, so its length is no reason to refuse.
+    let length_limit = (opts.over_long == OverLong::Reject).then_some(opts.max_seconds);
+    limits::check(&declared, length_limit)?;
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| classify(e, "codec"))?;
@@ -168,17 +206,15 @@ fn decode_mono(
         good_packets += 1;
         let spec = *buf.spec();
         let ch = spec.channels.count();
-        if ch == 0 || spec.rate == 0 {
-            return Err(DecodeError::Unsupported(
-                "a stream with no channels or rate".into(),
-            ));
-        }
         match rate {
             None => {
+                // The header may have said nothing, or not what the codec found.
+                limits::check_rate(spec.rate)?;
+                limits::check_channels(u32::try_from(ch).unwrap_or(u32::MAX))?;
                 rate = Some(spec.rate);
                 channels = ch;
-                let limit = opts.max_seconds * f64::from(spec.rate);
-                max_frames = limit.floor() as usize;
+                max_frames = usize::try_from(limits::max_frames(opts.max_seconds, spec.rate))
+                    .unwrap_or(usize::MAX);
             }
             Some(r) if r != spec.rate || channels != ch => {
                 return Err(DecodeError::Unsupported(
@@ -237,6 +273,7 @@ fn classify(e: SymError, stage: &str) -> DecodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::wav_header::tests::wav_bytes;
 
     /// A WAV file made with hound.
     fn wav(rate: u32, channels: u16, frames: &[Vec<f32>], float: bool) -> Vec<u8> {
@@ -344,6 +381,119 @@ mod tests {
         let d = decode(&bytes, &o).unwrap();
         assert!(d.truncated);
         assert_eq!(d.samples.len(), 4000);
+    }
+
+    /// 16-bit mono PCM samples, `frames` of them, a quiet ramp.
+    fn pcm16(frames: usize) -> Vec<u8> {
+        (0..frames)
+            .flat_map(|i| ((i % 200) as i16 * 10).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_decoding() {
+        let data = pcm16(4 * 1_152);
+        let len = data.len() as u32;
+        let cases: [(&str, Vec<u8>, &str); 7] = [
+            ("rate 0", wav_bytes(1, 0, 1, 16, len, &data), "sample rate"),
+            (
+                "rate 4e9",
+                wav_bytes(1, 4_000_000_000, 1, 16, len, &data),
+                "sample rate",
+            ),
+            (
+                "rate 1 Hz",
+                wav_bytes(1, 1, 1, 16, len, &data),
+                "sample rate",
+            ),
+            (
+                "0 channels",
+                wav_bytes(1, 8_000, 0, 16, len, &data),
+                "channel count",
+            ),
+            (
+                "200 channels",
+                wav_bytes(1, 8_000, 200, 16, len, &data),
+                "channel count",
+            ),
+            (
+                "0 bits",
+                wav_bytes(1, 8_000, 1, 0, len, &data),
+                "bits per sample",
+            ),
+            (
+                "128 bits",
+                wav_bytes(1, 8_000, 1, 128, len, &data),
+                "bits per sample",
+            ),
+        ];
+        for (what, bytes, field) in cases {
+            let start = std::time::Instant::now();
+            let e = decode(&bytes, &opts(44_100)).expect_err(what);
+            assert!(
+                start.elapsed().as_secs_f64() < 0.5,
+                "{what}: {:?}",
+                start.elapsed()
+            );
+            assert!(
+                matches!(&e, DecodeError::OutOfRange { field: f, .. } if *f == field),
+                "{what}: {e:?}"
+            );
+            assert!(!e.to_string().contains("panic"), "{what}: {e}");
+        }
+        // Ten hours declared by the data chunk, a tenth of a second present.
+        let ten_hours = 10 * 3_600 * 44_100 * 2;
+        let bytes = wav_bytes(1, 44_100, 1, 16, ten_hours, &data);
+        let start = std::time::Instant::now();
+        match decode(&bytes, &opts(44_100)) {
+            Err(DecodeError::TooLong {
+                seconds,
+                max_seconds,
+            }) => {
+                assert_eq!((seconds, max_seconds), (36_000.0, 10.0));
+            }
+            other => panic!("ten hours declared: {other:?}"),
+        }
+        assert!(start.elapsed().as_secs_f64() < 0.5, "{:?}", start.elapsed());
+        // A truncating caller gets what is there.
+        let mut cut = opts(44_100);
+        cut.over_long = OverLong::Truncate;
+        assert_eq!(
+            decode(&bytes, &cut).expect("truncating").samples.len(),
+            4 * 1_152
+        );
+    }
+
+    #[test]
+    fn the_rate_bounds_themselves_decode() {
+        for rate in [limits::MIN_SAMPLE_RATE, limits::MAX_SAMPLE_RATE] {
+            let data = pcm16(rate as usize / 10);
+            let bytes = wav_bytes(1, rate, 1, 16, data.len() as u32, &data);
+            let d = decode(&bytes, &opts(44_100)).expect("a rate at the bound");
+            assert_eq!((d.source_rate, d.samples.len()), (rate, 4_410));
+        }
+    }
+
+    #[test]
+    fn a_stream_of_unknown_length_stops_at_the_limit() {
+        // As ffmpeg writes to a pipe: RIFF and data lengths 0xFFFFFFFF. Sixty seconds present.
+        let bytes = wav_bytes(1, 8_000, 1, 16, u32::MAX, &pcm16(8_000 * 60));
+        let one_second = DecodeOptions::new(8_000, 1.0);
+        match decode(&bytes, &one_second) {
+            // Stopped at the first frame past the limit, not at the end of the stream.
+            Err(DecodeError::TooLong { seconds, .. }) => assert_eq!(seconds, 8_001.0 / 8_000.0),
+            other => panic!("{other:?}"),
+        }
+        let mut cut = one_second.clone();
+        cut.over_long = OverLong::Truncate;
+        let d = decode(&bytes, &cut).expect("truncating");
+        assert!(d.truncated);
+        assert_eq!(d.samples.len(), 8_000);
+        // Within the limit it decodes: the unknown length is not taken for a huge one. (Whole
+        // packets of 1152 frames: symphonia drops a partial last packet of such a stream.)
+        let short = wav_bytes(1, 8_000, 1, 16, u32::MAX, &pcm16(4 * 1_152));
+        let d = decode(&short, &one_second).expect("a short stream");
+        assert_eq!(d.samples.len(), 4 * 1_152);
     }
 
     #[test]

@@ -10,11 +10,9 @@ use super::error::ServiceError;
 use super::proto::{self, raw_input::Input};
 use super::worker::WorkerHandle;
 use crate::audio::decode::{decode, DecodeError, DecodeOptions};
+use crate::audio::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use crate::audio::resample::resample;
 use crate::encoders::text::MAX_TEXT_BYTES;
-
-/// Highest accepted sample rate of raw samples, Hz.
-pub const MAX_SAMPLE_RATE: u32 = 384_000;
 
 /// A raw input to resolve: the request field it came from, the modality the request says it
 /// is (empty: any), and the input.
@@ -119,13 +117,26 @@ async fn prepare(
                 return Err(missing("audio"));
             }
             let f = format!("{field}.samples");
-            let channels = s.channels.max(1) as usize;
-            if s.sample_rate == 0 || s.sample_rate > MAX_SAMPLE_RATE {
+            // Raw samples are held to the same limits as a decoded stream's header.
+            if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&s.sample_rate) {
                 return Err(ServiceError::invalid(
                     format!("{f}.sample_rate"),
-                    format!("must be in 1..={MAX_SAMPLE_RATE}, got {}", s.sample_rate),
+                    format!(
+                        "must be in {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE}, got {}",
+                        s.sample_rate
+                    ),
                 ));
             }
+            if s.channels > MAX_CHANNELS {
+                return Err(ServiceError::invalid(
+                    format!("{f}.channels"),
+                    format!(
+                        "must be in 0..={MAX_CHANNELS} (0: mono), got {}",
+                        s.channels
+                    ),
+                ));
+            }
+            let channels = s.channels.max(1) as usize;
             if s.values.is_empty() || s.values.len() % channels != 0 {
                 return Err(ServiceError::invalid(
                     format!("{f}.values"),
@@ -191,6 +202,82 @@ async fn prepare(
                 ));
             }
             Ok(RawInput::Video(v.values))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::wav_header::tests::wav_bytes;
+
+    fn info() -> EmbedderInfo {
+        EmbedderInfo {
+            text: None,
+            audio: Some("audio".into()),
+            video: None,
+            sample_rate: 44_100,
+            max_audio_seconds: 10.0,
+            video_shape: None,
+            dim: 8,
+        }
+    }
+
+    fn audio(bytes: Vec<u8>) -> proto::RawInput {
+        proto::RawInput {
+            input: Some(Input::Audio(bytes)),
+        }
+    }
+
+    fn samples(sample_rate: u32, channels: u32) -> proto::RawInput {
+        proto::RawInput {
+            input: Some(Input::Samples(proto::AudioSamples {
+                values: vec![0.1; 64],
+                sample_rate,
+                channels,
+            })),
+        }
+    }
+
+    /// The gRPC status a client would get for `raw`.
+    async fn refusal(raw: proto::RawInput) -> tonic::Status {
+        tonic::Status::from(
+            prepare(&info(), "inputs[0]", raw)
+                .await
+                .expect_err("refused"),
+        )
+    }
+
+    #[tokio::test]
+    async fn hostile_audio_is_invalid_argument_naming_field_and_limit() {
+        let data = vec![0u8; 2_304];
+        let ten_hours = 10 * 3_600 * 44_100 * 2;
+        let cases = [
+            (
+                audio(wav_bytes(1, 0, 1, 16, 2_304, &data)),
+                "inputs[0].audio: unsupported audio: sample rate 0 Hz is outside 1000..=384000 Hz",
+            ),
+            (
+                audio(wav_bytes(1, 44_100, 200, 16, 2_304, &data)),
+                "inputs[0].audio: unsupported audio: channel count 200 is outside 1..=32",
+            ),
+            (
+                audio(wav_bytes(1, 44_100, 1, 16, ten_hours, &data)),
+                "inputs[0].audio: audio too long: more than 10 s (at least 36000.00 s)",
+            ),
+            (
+                samples(1, 1),
+                "inputs[0].samples.sample_rate: must be in 1000..=384000, got 1",
+            ),
+            (
+                samples(44_100, 200),
+                "inputs[0].samples.channels: must be in 0..=32 (0: mono), got 200",
+            ),
+        ];
+        for (raw, want) in cases {
+            let s = refusal(raw).await;
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+            assert_eq!(s.message(), want);
         }
     }
 }

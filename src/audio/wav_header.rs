@@ -1,0 +1,156 @@
+//! The `fmt ` and `data` chunk headers of a WAV file, read before symphonia sees the bytes:
+//! its WAV reader builds a time base from the sample rate while probing, and a rate of 0
+//! panics there, so a WAV's declared values must be checked ahead of the probe.
+
+use super::limits::Declared;
+
+/// The `data` chunk length a streaming writer (ffmpeg to a pipe) puts when it cannot know it.
+const UNKNOWN_LENGTH: u32 = u32::MAX;
+
+/// What a WAV file's `fmt ` chunk declares, and its `data` chunk's length when reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavHeader {
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub bits_per_sample: u16,
+    pub data_len: Option<u32>,
+}
+
+impl WavHeader {
+    /// The declared length is left to symphonia, which knows each codec's frames per block.
+    pub fn declared(&self) -> Declared {
+        Declared {
+            sample_rate: Some(self.sample_rate),
+            channels: Some(u32::from(self.channels)),
+            bits_per_sample: Some(u32::from(self.bits_per_sample)),
+            frames: None,
+        }
+    }
+
+    /// Whether the file says it does not know its own length (then any frame count derived
+    /// from the `data` chunk length is meaningless).
+    pub fn length_unknown(&self) -> bool {
+        self.data_len == Some(UNKNOWN_LENGTH)
+    }
+}
+
+/// The header of a RIFF/WAVE file; `None` when `bytes` are not one or hold no complete `fmt `
+/// chunk (symphonia then reports what is wrong).
+pub fn peek(bytes: &[u8]) -> Option<WavHeader> {
+    if bytes.get(0..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
+        return None;
+    }
+    let mut fmt: Option<WavHeader> = None;
+    let mut pos = 12usize;
+    // Each step moves forward by at least 8 bytes, so the walk ends within `bytes.len() / 8`.
+    while let Some(head) = bytes.get(pos..pos.checked_add(8)?) {
+        let len = u32_at(head, 4)?;
+        let body = pos + 8;
+        match &head[0..4] {
+            b"fmt " => {
+                let f = bytes.get(body..body.checked_add(16)?)?;
+                fmt = Some(WavHeader {
+                    channels: u16_at(f, 2)?,
+                    sample_rate: u32_at(f, 4)?,
+                    bits_per_sample: u16_at(f, 14)?,
+                    data_len: None,
+                });
+            }
+            b"data" => {
+                return fmt.map(|h| WavHeader {
+                    data_len: Some(len),
+                    ..h
+                });
+            }
+            _ => {}
+        }
+        // Chunks are padded to an even length.
+        let padded = usize::try_from(len).ok()?.checked_add((len & 1) as usize)?;
+        pos = body.checked_add(padded)?;
+    }
+    fmt
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A PCM WAV file written byte by byte, so every field can hold what no encoder would
+    /// write; `data_len` is what the `data` chunk header declares, `data` what follows it.
+    pub(crate) fn wav_bytes(
+        format: u16,
+        rate: u32,
+        channels: u16,
+        bits: u16,
+        data_len: u32,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let block_align = channels.wrapping_mul(bits / 8);
+        let byte_rate = rate.wrapping_mul(u32::from(block_align));
+        let riff_len = if data_len == UNKNOWN_LENGTH {
+            UNKNOWN_LENGTH
+        } else {
+            36u32.saturating_add(data_len)
+        };
+        let mut b = Vec::with_capacity(44 + data.len());
+        b.extend_from_slice(b"RIFF");
+        b.extend_from_slice(&riff_len.to_le_bytes());
+        b.extend_from_slice(b"WAVE");
+        b.extend_from_slice(b"fmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&format.to_le_bytes());
+        b.extend_from_slice(&channels.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&byte_rate.to_le_bytes());
+        b.extend_from_slice(&block_align.to_le_bytes());
+        b.extend_from_slice(&bits.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&data_len.to_le_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn reads_the_fields_past_other_chunks() {
+        let mut b = wav_bytes(1, 22_050, 2, 16, 8, &[0; 8]);
+        // An odd-length LIST chunk before `fmt `, padded to even.
+        let list = [b"LIST".as_slice(), &3u32.to_le_bytes(), b"abc\0"].concat();
+        b.splice(12..12, list);
+        let h = peek(&b).expect("a WAV header");
+        assert_eq!(
+            h,
+            WavHeader {
+                sample_rate: 22_050,
+                channels: 2,
+                bits_per_sample: 16,
+                data_len: Some(8)
+            }
+        );
+        assert!(!h.length_unknown());
+        assert!(peek(&wav_bytes(1, 8_000, 1, 16, u32::MAX, &[]))
+            .expect("header")
+            .length_unknown());
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_probe() {
+        let good = wav_bytes(1, 8_000, 1, 16, 2, &[0, 0]);
+        assert_eq!(peek(b"OggS\0\0\0\0\0\0\0\0\0\0"), None);
+        assert_eq!(peek(&good[..30]), None, "a cut fmt chunk");
+        assert_eq!(peek(&good[..36]).map(|h| h.data_len), Some(None));
+        // A chunk length that runs past the end stops the walk.
+        let mut huge = good[..12].to_vec();
+        huge.extend_from_slice(b"junk");
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&good[12..]);
+        assert_eq!(peek(&huge), None);
+    }
+}
