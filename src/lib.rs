@@ -5,7 +5,9 @@
 //! - [`diffusion`]: the math (schedules, denoiser, DDIM sampling, normalisation);
 //! - [`model`]: a trained model, its card and artifact, and its operations;
 //! - [`train`]: bidirectional split training;
-//! - [`eval`]: the retrieval and gap evaluation protocol;
+//! - [`baselines`]: the cheap gap-closing baselines (centring, inverted softmax, ridge,
+//!   Procrustes, contrastive adapter) as fitted objects;
+//! - [`eval`]: the retrieval and gap evaluation protocol, with the baseline ladder;
 //! - [`data`]: paired embedding files and the synthetic set;
 //! - [`audio`]: audio bytes (WAV, FLAC, OGG/Vorbis, MP3) to mono samples at the encoder's rate;
 //! - [`corpus`]: the real corpus of described sounds from Debian packages (`diffgap corpus build`);
@@ -19,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod audio;
+pub mod baselines;
 pub mod bench;
 pub mod corpus;
 pub mod data;

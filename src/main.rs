@@ -61,6 +61,9 @@ enum Command {
     Projection(diffgap::projection::ProjectionCommand),
     /// Draw the modality gap before and after bridging (2-D principal axes) to a PNG.
     PlotGap(diffgap::eval::plot::PlotGapArgs),
+    /// The cheap baselines every DiffGAP number stands next to.
+    #[command(subcommand)]
+    Baselines(BaselinesCommand),
     /// Give a model directory its encoders (raw text and audio in, instead of embeddings).
     #[command(subcommand)]
     Encoders(EncodersCommand),
@@ -73,6 +76,15 @@ enum CatalogCommand {
     /// reverse-bridged embeddings (so Rank against it is exact and needs no bridging of
     /// candidates).
     Build(diffgap::service::catalog::BuildArgs),
+}
+
+#[derive(Subcommand)]
+enum BaselinesCommand {
+    /// Fit the baselines (mean-centring, inverted softmax, ridge, Procrustes, contrastive
+    /// adapter) and the hubness-corrected fusion on a trained model's training and validation
+    /// rows, and store them in its directory, as `diffgap train` does. For models trained
+    /// before the baselines existed.
+    Fit(diffgap::train::baselines::FitArgs),
 }
 
 #[derive(Subcommand)]
@@ -242,6 +254,14 @@ fn main() -> Result<()> {
             diffgap::eval::plot::plot_gap(&args)?;
             println!("wrote {}", args.out.display());
         }
+        Command::Baselines(BaselinesCommand::Fit(args)) => {
+            let card = diffgap::train::baselines::fit_into_model(&args)?;
+            println!(
+                "baselines fitted on {} rows, stored in {}",
+                card.baselines.as_ref().map_or(0, |b| b.train_rows),
+                args.model.display()
+            );
+        }
         Command::Encoders(EncodersCommand::Attach(args)) => {
             let dir = diffgap::encoders::attach::attach(&args)?;
             println!("encoders attached: {}", dir.display());
@@ -286,12 +306,20 @@ fn eval(args: EvalArgs) -> Result<()> {
         gap_steps: args.gap_steps.unwrap_or(d.steps),
     };
     tracing::info!(device = %describe(device), "evaluating on {} rows", set.rows());
-    let rep = report::evaluate_model(
+    let baselines = artifact::load_baselines(&args.model, &model.card, device)?;
+    if baselines.is_none() {
+        tracing::warn!(
+            "{} holds no fitted baselines (trained before they existed): the ladder is left out; add them with `diffgap baselines fit`",
+            args.model.display()
+        );
+    }
+    let rep = report::evaluate_with_baselines(
         &model,
         &set,
         (&m[0], &m[1]),
         Fusion::Card(&model.card.fusion),
         opts,
+        baselines.as_ref(),
     )?;
     println!("{}", report::render(&rep));
     if let Some(path) = args.json {

@@ -52,7 +52,17 @@ fn card_records_what_serving_needs() {
     let training = card.training.as_ref().expect("training record");
     assert!(training.data_fingerprint.starts_with("sha256:"));
     assert!(card.evaluation.is_some());
-    assert_eq!(card.files.len(), 3);
+    // The TorchScript module, both weight files and the fitted baselines, each with its hash.
+    let files: Vec<&str> = card.files.keys().map(String::as_str).collect();
+    assert_eq!(
+        files,
+        [
+            artifact::BASELINES_FILE,
+            artifact::SCRIPT_FILE,
+            artifact::EMA_FILE,
+            artifact::WEIGHTS_FILE
+        ]
+    );
     assert!(card.parameters > 0);
 }
 

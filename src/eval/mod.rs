@@ -1,7 +1,11 @@
-//! The evaluation protocol: retrieval metrics, gap measures, fusion fitting and the report.
+//! The evaluation protocol: retrieval metrics, the baseline ladder, gap and generation
+//! measures, fusion fitting and the report.
 pub mod fusion;
 pub mod gap;
+pub mod generation;
+pub mod ladder;
 pub mod plot;
+pub mod render;
 pub mod report;
 pub mod retrieval;
 pub mod views;

@@ -1,8 +1,9 @@
-//! The evaluation protocol: retrieval in both directions for the contrastive baseline and every
-//! DiffGAP mode, plus the gap measures, on one paired set.
+//! The evaluation protocol on one paired set: retrieval in both directions for the raw
+//! contrastive score, every DiffGAP mode and (when the model holds them) the fitted cheap
+//! baselines, each with its cost per query; the gap measures; and the generation-side measures
+//! of every mapped query set against the real targets.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -10,12 +11,17 @@ use tch::Tensor;
 
 use super::fusion::{self, ModeScores};
 use super::gap;
+use super::generation::{self, GenerationReport};
+use super::ladder::{self, timed};
 use super::retrieval::{evaluate, RetrievalMetrics};
 use super::views::{view, View};
+use crate::baselines::Baselines;
 use crate::data::pairs::PairedSet;
 use crate::diffusion::sampler::SampleOptions;
-use crate::model::card::{direction_key, FusionWeights};
+use crate::model::card::{direction_key, FusionWeights, HubFusion};
 use crate::model::{row_seed, DiffgapModel, ModelError};
+
+pub use super::render::render;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct EvalOptions {
@@ -37,8 +43,14 @@ pub struct DirectionReport {
     pub queries: usize,
     pub candidates: usize,
     pub fusion: FusionWeights,
-    /// contrastive, bridged, reverse, fused, generative.
+    /// The baselines' modes and DiffGAP's: contrastive (raw cosine), centred, inverted_softmax,
+    /// ridge, procrustes, adapter; bridged, reverse, fused, fused_hub, generative.
     pub modes: BTreeMap<String, RetrievalMetrics>,
+    /// Microseconds per query of each mode on this machine (see `docs/results`).
+    #[serde(default)]
+    pub cost_us: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub hub_fusion: Option<HubFusion>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,19 +75,33 @@ pub struct EvalReport {
     pub options: EvalOptions,
     pub directions: Vec<DirectionReport>,
     pub gap: Vec<GapReport>,
+    /// Every mapped query set against the real targets (empty without baselines but for raw
+    /// and bridged).
+    #[serde(default)]
+    pub generation: Vec<GenerationReport>,
     pub seconds: f64,
 }
 
-/// Where the fused mode's weights come from.
+/// Where the fused modes' weights come from.
 pub enum Fusion<'a> {
-    /// The card's weights, fitted at training time on validation rows.
+    /// The card's weights, fitted at training time on validation rows (`fused_hub` from the
+    /// card's `hub_fusion`).
     Card(&'a BTreeMap<String, FusionWeights>),
     /// Fit on this very set: only for the validation split itself.
     FitOnThisSet,
 }
 
-pub const MODES: [&str; 5] = ["contrastive", "bridged", "reverse", "fused", "generative"];
+/// DiffGAP's modes, in the order the report lists them after the baselines.
+pub const MODES: [&str; 6] = [
+    "contrastive",
+    "bridged",
+    "reverse",
+    "fused",
+    "fused_hub",
+    "generative",
+];
 
+/// One modality of the set with its bridged rows.
 struct Side<'a> {
     name: &'a str,
     full: Tensor,
@@ -83,8 +109,83 @@ struct Side<'a> {
     emb: Tensor,
     /// Bridged for retrieval (`steps`).
     bridged: Tensor,
+    /// Microseconds per row of that bridging.
+    bridge_us: f64,
     /// Bridged for the gap measures (`gap_steps`).
     generated: Tensor,
+}
+
+fn side<'a>(
+    model: &DiffgapModel,
+    set: &PairedSet,
+    (name, other): (&'a str, &str),
+    salt: u64,
+    opts: &EvalOptions,
+    with_generated: bool,
+) -> Result<Side<'a>, ModelError> {
+    let full = set
+        .modality(name)
+        .map_err(|e| ModelError::Invalid(e.to_string()))?
+        .to_device(model.device());
+    let view = view(&full.to_device(tch::Device::Cpu), &set.groups);
+    let emb = view.select(&full);
+    let seeds: Vec<u64> = (0..view.rows.len())
+        .map(|i| row_seed(opts.seed ^ salt, i))
+        .collect();
+    let sample = sample_options(opts, opts.steps);
+    let (bridged, bridge_us) = timed(emb.size()[0], || {
+        model.bridge(&emb, name, other, &seeds, sample)
+    });
+    let bridged = bridged?;
+    let generated = if !with_generated || opts.gap_steps == opts.steps {
+        bridged.shallow_clone()
+    } else {
+        model.bridge(
+            &emb,
+            name,
+            other,
+            &seeds,
+            sample_options(opts, opts.gap_steps),
+        )?
+    };
+    Ok(Side {
+        name,
+        full,
+        view,
+        emb,
+        bridged,
+        bridge_us,
+        generated,
+    })
+}
+
+fn sample_options(opts: &EvalOptions, steps: usize) -> SampleOptions {
+    SampleOptions {
+        steps,
+        guidance: opts.guidance,
+        samples: opts.samples,
+    }
+}
+
+/// Mean over both directions of the bridged mode's R@1, and nothing else of the protocol: what
+/// early stopping watches every epoch (the same number as [`bridged_r1`] of a full report).
+pub fn bridged_r1_only(
+    model: &DiffgapModel,
+    set: &PairedSet,
+    pair: (&str, &str),
+    opts: EvalOptions,
+) -> Result<f64, ModelError> {
+    let a = side(model, set, (pair.0, pair.1), 0xA, &opts, false)?;
+    let b = side(model, set, (pair.1, pair.0), 0xB, &opts, false)?;
+    let r1 = |q: &Side<'_>, c: &Side<'_>| {
+        evaluate(
+            &q.bridged.matmul(&c.emb.tr()),
+            &q.view.groups,
+            &c.view.groups,
+        )
+        .r1
+    };
+    Ok((r1(&a, &b) + r1(&b, &a)) / 2.0)
 }
 
 pub fn evaluate_model(
@@ -94,56 +195,22 @@ pub fn evaluate_model(
     fusion: Fusion<'_>,
     opts: EvalOptions,
 ) -> Result<EvalReport, ModelError> {
-    let started = Instant::now();
-    let sample = SampleOptions {
-        steps: opts.steps,
-        guidance: opts.guidance,
-        samples: opts.samples,
-    };
-    let build = |name: &str,
-                 other: &str,
-                 salt: u64|
-     -> Result<(Tensor, View, Tensor, Tensor, Tensor), ModelError> {
-        let full = set
-            .modality(name)
-            .map_err(|e| ModelError::Invalid(e.to_string()))?
-            .to_device(model.device());
-        let v = view(&full.to_device(tch::Device::Cpu), &set.groups);
-        let emb = v.select(&full);
-        let seeds: Vec<u64> = (0..v.rows.len())
-            .map(|i| row_seed(opts.seed ^ salt, i))
-            .collect();
-        let bridged = model.bridge(&emb, name, other, &seeds, sample)?;
-        let generated = if opts.gap_steps == opts.steps {
-            bridged.shallow_clone()
-        } else {
-            let gen = SampleOptions {
-                steps: opts.gap_steps,
-                ..sample
-            };
-            model.bridge(&emb, name, other, &seeds, gen)?
-        };
-        Ok((full, v, emb, bridged, generated))
-    };
-    let (fa, va, ea, ba, ga) = build(pair.0, pair.1, 0xA)?;
-    let (fb, vb, eb, bb, gb) = build(pair.1, pair.0, 0xB)?;
-    let a = Side {
-        name: pair.0,
-        full: fa,
-        view: va,
-        emb: ea,
-        bridged: ba,
-        generated: ga,
-    };
-    let b = Side {
-        name: pair.1,
-        full: fb,
-        view: vb,
-        emb: eb,
-        bridged: bb,
-        generated: gb,
-    };
+    evaluate_with_baselines(model, set, pair, fusion, opts, None)
+}
 
+/// The whole protocol; with `baselines`, the ladder, the hubness-corrected fusion and the
+/// generation measures of every map too.
+pub fn evaluate_with_baselines(
+    model: &DiffgapModel,
+    set: &PairedSet,
+    pair: (&str, &str),
+    fusion: Fusion<'_>,
+    opts: EvalOptions,
+    baselines: Option<&Baselines>,
+) -> Result<EvalReport, ModelError> {
+    let started = Instant::now();
+    let a = side(model, set, (pair.0, pair.1), 0xA, &opts, true)?;
+    let b = side(model, set, (pair.1, pair.0), 0xB, &opts, true)?;
     let items = {
         let mut g = set.groups.clone();
         g.sort_unstable();
@@ -152,67 +219,12 @@ pub fn evaluate_model(
     };
     let mut directions = Vec::new();
     let mut gaps = Vec::new();
+    let mut generation = Vec::new();
     for (q, c) in [(&a, &b), (&b, &a)] {
-        let scores = ModeScores {
-            contrastive: q.emb.matmul(&c.emb.tr()),
-            bridged: q.bridged.matmul(&c.emb.tr()),
-            reverse: q.emb.matmul(&c.bridged.tr()),
-        };
-        let key = direction_key(q.name, c.name);
-        let weights = match &fusion {
-            Fusion::Card(w) => *w.get(&key).ok_or_else(|| {
-                ModelError::Invalid(format!("the model card has no fusion weights for {key}"))
-            })?,
-            Fusion::FitOnThisSet => fusion::fit(&scores, &q.view.groups, &c.view.groups).0,
-        };
-        let fused = scores.fuse(&weights);
-        let mut modes = BTreeMap::new();
-        modes.insert(
-            "contrastive".into(),
-            evaluate(&scores.contrastive, &q.view.groups, &c.view.groups),
-        );
-        modes.insert(
-            "bridged".into(),
-            evaluate(&scores.bridged, &q.view.groups, &c.view.groups),
-        );
-        modes.insert(
-            "reverse".into(),
-            evaluate(&scores.reverse, &q.view.groups, &c.view.groups),
-        );
-        modes.insert(
-            "fused".into(),
-            evaluate(&fused, &q.view.groups, &c.view.groups),
-        );
-        if opts.shortlist > 0 {
-            let g = generative_rerank(model, &fused, q, c, opts.shortlist, opts.seed)?;
-            modes.insert(
-                "generative".into(),
-                evaluate(&g, &q.view.groups, &c.view.groups),
-            );
-        }
-        directions.push(DirectionReport {
-            query: q.name.into(),
-            candidate: c.name.into(),
-            queries: q.view.rows.len(),
-            candidates: c.view.rows.len(),
-            fusion: weights,
-            modes,
-        });
-        // Each query row against its own partner: map rows of the set onto both views.
-        let q_rows = q.generated.index_select(
-            0,
-            &Tensor::from_slice(&q.view.of_row).to_device(model.device()),
-        );
-        gaps.push(GapReport {
-            source: q.name.into(),
-            target: c.name.into(),
-            mean_distance_before: gap::mean_distance(&q.emb, &c.emb),
-            mean_distance_after: gap::mean_distance(&q.generated, &c.emb),
-            frechet_before: gap::frechet_distance(&q.emb, &c.emb),
-            frechet_after: gap::frechet_distance(&q.generated, &c.emb),
-            paired_cosine_before: gap::mean_paired_cosine(&q.full, &c.full),
-            paired_cosine_after: gap::mean_paired_cosine(&q_rows, &c.full),
-        });
+        let (d, g) = direction(model, q, c, &fusion, &opts, baselines)?;
+        directions.push(d);
+        generation.extend(g);
+        gaps.push(gap_report(model, q, c));
     }
     Ok(EvalReport {
         data_fingerprint: set.fingerprint.clone(),
@@ -226,8 +238,147 @@ pub fn evaluate_model(
         options: opts,
         directions,
         gap: gaps,
+        generation,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+fn direction(
+    model: &DiffgapModel,
+    q: &Side<'_>,
+    c: &Side<'_>,
+    fusion: &Fusion<'_>,
+    opts: &EvalOptions,
+    baselines: Option<&Baselines>,
+) -> Result<(DirectionReport, Vec<GenerationReport>), ModelError> {
+    let n = q.emb.size()[0];
+    let groups = (&q.view.groups[..], &c.view.groups[..]);
+    let (contrastive, matmul_us) = timed(n, || q.emb.matmul(&c.emb.tr()));
+    let scores = ModeScores {
+        contrastive,
+        bridged: q.bridged.matmul(&c.emb.tr()),
+        reverse: q.emb.matmul(&c.bridged.tr()),
+    };
+    let key = direction_key(q.name, c.name);
+    let weights = match fusion {
+        Fusion::Card(w) => *w.get(&key).ok_or_else(|| {
+            ModelError::Invalid(format!("the model card has no fusion weights for {key}"))
+        })?,
+        Fusion::FitOnThisSet => fusion::fit(&scores, groups.0, groups.1).0,
+    };
+    let fused = scores.fuse(&weights);
+    let mut modes = BTreeMap::new();
+    let mut cost = BTreeMap::new();
+    let mut add = |mode: &str, s: &Tensor, us: f64| {
+        modes.insert(mode.to_string(), evaluate(s, groups.0, groups.1));
+        cost.insert(mode.to_string(), us);
+    };
+    add("contrastive", &scores.contrastive, matmul_us);
+    add("bridged", &scores.bridged, q.bridge_us + matmul_us);
+    // Reverse bridging is done once per candidate set (a catalog), not per query.
+    add("reverse", &scores.reverse, matmul_us);
+    add("fused", &fused, q.bridge_us + 3.0 * matmul_us);
+    if opts.shortlist > 0 {
+        let (g, us) = timed(n, || {
+            generative_rerank(model, &fused, q, c, opts.shortlist, opts.seed)
+        });
+        add("generative", &g?, q.bridge_us + 3.0 * matmul_us + us);
+    }
+    let mut hub_fusion = None;
+    let mut reports = Vec::new();
+    if let Some(b) = baselines {
+        let invalid = |e: String| ModelError::Invalid(e);
+        let bank = bank_scores(model, b, q, c, opts)?;
+        let hub = match fusion {
+            Fusion::Card(_) => model.card.hub_fusion.get(&key).copied(),
+            Fusion::FitOnThisSet => Some(fusion::fit_hub(&scores, &bank, groups.0, groups.1)),
+        };
+        if let Some(h) = hub {
+            let (s, us) = timed(n, || fusion::hub_fused(&scores, &bank, &h));
+            add("fused_hub", &s, q.bridge_us + 3.0 * matmul_us + us);
+            hub_fusion = Some(h);
+        }
+        let rungs = ladder::rungs(b, (&q.emb, q.name), (&c.emb, c.name)).map_err(invalid)?;
+        let mut mapped = vec![
+            ("raw", q.emb.shallow_clone()),
+            ("bridged", q.generated.shallow_clone()),
+        ];
+        for r in rungs {
+            add(r.mode, &r.scores, r.us_per_query);
+            if let Some(m) = r.mapped {
+                mapped.push((r.mode, m));
+            }
+        }
+        let of_row = Tensor::from_slice(&q.view.of_row).to_device(model.device());
+        for (method, m) in mapped {
+            reports.push(generation::measure(
+                (q.name, c.name, method),
+                &m,
+                &c.emb,
+                &m.index_select(0, &of_row),
+                &c.full,
+            ));
+        }
+    }
+    let report = DirectionReport {
+        query: q.name.into(),
+        candidate: c.name.into(),
+        queries: q.view.rows.len(),
+        candidates: c.view.rows.len(),
+        fusion: weights,
+        modes,
+        cost_us: cost,
+        hub_fusion,
+    };
+    Ok((report, reports))
+}
+
+/// The three mode scores of the query bank against the candidates; the bank's queries are
+/// bridged like real queries (their own seeds), once per candidate set.
+fn bank_scores(
+    model: &DiffgapModel,
+    b: &Baselines,
+    q: &Side<'_>,
+    c: &Side<'_>,
+    opts: &EvalOptions,
+) -> Result<ModeScores, ModelError> {
+    let bank = b
+        .bank(q.name)
+        .map_err(ModelError::Invalid)?
+        .to_device(model.device());
+    let seeds: Vec<u64> = (0..bank.size()[0] as usize)
+        .map(|i| row_seed(opts.seed ^ 0xBA4C, i))
+        .collect();
+    let bridged = model.bridge(
+        &bank,
+        q.name,
+        c.name,
+        &seeds,
+        sample_options(opts, opts.steps),
+    )?;
+    Ok(ModeScores {
+        contrastive: bank.matmul(&c.emb.tr()),
+        bridged: bridged.matmul(&c.emb.tr()),
+        reverse: bank.matmul(&c.bridged.tr()),
+    })
+}
+
+fn gap_report(model: &DiffgapModel, q: &Side<'_>, c: &Side<'_>) -> GapReport {
+    // Each query row against its own partner: map rows of the set onto both views.
+    let q_rows = q.generated.index_select(
+        0,
+        &Tensor::from_slice(&q.view.of_row).to_device(model.device()),
+    );
+    GapReport {
+        source: q.name.into(),
+        target: c.name.into(),
+        mean_distance_before: gap::mean_distance(&q.emb, &c.emb),
+        mean_distance_after: gap::mean_distance(&q.generated, &c.emb),
+        frechet_before: gap::frechet_distance(&q.emb, &c.emb),
+        frechet_after: gap::frechet_distance(&q.generated, &c.emb),
+        paired_cosine_before: gap::mean_paired_cosine(&q.full, &c.full),
+        paired_cosine_after: gap::mean_paired_cosine(&q_rows, &c.full),
+    }
 }
 
 /// Re-ranks each query's `k` best fused candidates by the generative score (the denoising error
@@ -262,90 +413,25 @@ fn generative_rerank(
     Ok(fused.scatter(1, &top, &(g + offset).to_kind(fused.kind())))
 }
 
-/// The tables as text, for the terminal and the README.
-pub fn render(report: &EvalReport) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "data {} ({}), {} rows, {} items; steps {} (gap measures: {}), samples {}, guidance {}, seed {}; fusion: {}",
-        report.data_file,
-        short(&report.data_fingerprint),
-        report.rows,
-        report.items,
-        report.options.steps,
-        report.options.gap_steps,
-        report.options.samples,
-        report.options.guidance,
-        report.options.seed,
-        report.fusion_source
-    );
-    for d in &report.directions {
-        let _ = writeln!(
-            s,
-            "\n{} -> {} ({} queries, {} candidates; fusion c/b/r = {:.1}/{:.1}/{:.1})",
-            d.query,
-            d.candidate,
-            d.queries,
-            d.candidates,
-            d.fusion.contrastive,
-            d.fusion.bridged,
-            d.fusion.reverse
-        );
-        let _ = writeln!(s, "| mode | R@1 | R@5 | R@10 | mAP@10 | median rank |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
-        for mode in MODES {
-            if let Some(m) = d.modes.get(mode) {
-                let _ = writeln!(
-                    s,
-                    "| {mode} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
-                    m.r1, m.r5, m.r10, m.map10, m.median_rank
-                );
-            }
-        }
-    }
-    let _ = writeln!(s, "\n| gap measure | before | after bridging |");
-    let _ = writeln!(s, "|---|---|---|");
-    for g in &report.gap {
-        let dir = format!("{} -> {}", g.source, g.target);
-        let _ = writeln!(
-            s,
-            "| {dir}: distance of means | {:.4} | {:.4} |",
-            g.mean_distance_before, g.mean_distance_after
-        );
-        let _ = writeln!(
-            s,
-            "| {dir}: Frechet distance | {:.4} | {:.4} |",
-            g.frechet_before, g.frechet_after
-        );
-        let _ = writeln!(
-            s,
-            "| {dir}: cosine to true partner | {:.4} | {:.4} |",
-            g.paired_cosine_before, g.paired_cosine_after
-        );
-    }
-    s
-}
-
-fn short(fp: &str) -> &str {
-    &fp[..fp.len().min(19)]
-}
-
 /// Mean over both directions of the bridged mode's R@1: the number training stops on.
 pub fn bridged_r1(report: &EvalReport) -> f64 {
-    let v: Vec<f64> = report
-        .directions
-        .iter()
-        .filter_map(|d| d.modes.get("bridged").map(|m| m.r1))
-        .collect();
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    mean_over_directions(report, "bridged", |m| m.r1)
 }
 
 /// Mean over both directions of the fused mode's R@1 + mAP@10.
 pub fn fused_objective(report: &EvalReport) -> f64 {
+    mean_over_directions(report, "fused", RetrievalMetrics::objective)
+}
+
+fn mean_over_directions(
+    report: &EvalReport,
+    mode: &str,
+    f: impl Fn(&RetrievalMetrics) -> f64,
+) -> f64 {
     let v: Vec<f64> = report
         .directions
         .iter()
-        .filter_map(|d| d.modes.get("fused").map(|m| m.objective()))
+        .filter_map(|d| d.modes.get(mode).map(&f))
         .collect();
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -356,5 +442,17 @@ pub fn fusion_weights(report: &EvalReport) -> BTreeMap<String, FusionWeights> {
         .directions
         .iter()
         .map(|d| (direction_key(&d.query, &d.candidate), d.fusion))
+        .collect()
+}
+
+/// Hubness-corrected fusion per direction, as stored in a card.
+pub fn hub_fusions(report: &EvalReport) -> BTreeMap<String, HubFusion> {
+    report
+        .directions
+        .iter()
+        .filter_map(|d| {
+            d.hub_fusion
+                .map(|h| (direction_key(&d.query, &d.candidate), h))
+        })
         .collect()
 }

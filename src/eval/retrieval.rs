@@ -24,8 +24,23 @@ impl RetrievalMetrics {
     }
 }
 
+/// One query's outcome: the 1-based rank of its first relevant candidate (candidates + 1 when
+/// none is relevant) and its average precision over the top 10.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryOutcome {
+    pub first_rank: usize,
+    pub ap10: f64,
+}
+
+impl QueryOutcome {
+    /// This query's share of [`RetrievalMetrics::objective`].
+    pub fn objective(&self) -> f64 {
+        (self.first_rank <= 1) as u8 as f64 + self.ap10
+    }
+}
+
 /// `scores` [Q, C]: higher = better. A candidate is relevant when its group equals the query's.
-pub fn evaluate(scores: &Tensor, query_groups: &[i64], cand_groups: &[i64]) -> RetrievalMetrics {
+pub fn per_query(scores: &Tensor, query_groups: &[i64], cand_groups: &[i64]) -> Vec<QueryOutcome> {
     let (q, c) = (scores.size()[0] as usize, scores.size()[1] as usize);
     assert_eq!(q, query_groups.len(), "query groups. This is a bug.");
     assert_eq!(c, cand_groups.len(), "candidate groups. This is a bug.");
@@ -34,44 +49,56 @@ pub fn evaluate(scores: &Tensor, query_groups: &[i64], cand_groups: &[i64]) -> R
         .to_device(tch::Device::Cpu)
         .argsort(1, true);
     let order = Vec::<i64>::try_from(order.flatten(0, -1)).unwrap_or_default();
-    let mut first_ranks = Vec::with_capacity(q);
-    let (mut r1, mut r5, mut r10, mut map) = (0.0, 0.0, 0.0, 0.0);
-    for (i, g) in query_groups.iter().enumerate() {
-        let relevant_total = cand_groups.iter().filter(|x| *x == g).count();
-        let row = &order[i * c..(i + 1) * c];
-        let mut first = None;
-        let (mut hits, mut ap) = (0usize, 0.0);
-        for (rank, &j) in row.iter().enumerate() {
-            if cand_groups[j as usize] == *g {
-                first.get_or_insert(rank + 1);
-                if rank < 10 {
-                    hits += 1;
-                    ap += hits as f64 / (rank + 1) as f64;
+    query_groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let relevant_total = cand_groups.iter().filter(|x| *x == g).count();
+            let row = &order[i * c..(i + 1) * c];
+            let mut first = None;
+            let (mut hits, mut ap) = (0usize, 0.0);
+            for (rank, &j) in row.iter().enumerate() {
+                if cand_groups[j as usize] == *g {
+                    first.get_or_insert(rank + 1);
+                    if rank < 10 {
+                        hits += 1;
+                        ap += hits as f64 / (rank + 1) as f64;
+                    }
+                }
+                if rank >= 10 && first.is_some() {
+                    break;
                 }
             }
-            if rank >= 10 && first.is_some() {
-                break;
+            QueryOutcome {
+                // A query with no relevant candidate ranks last (a miss, not skipped).
+                first_rank: first.unwrap_or(c + 1),
+                ap10: if relevant_total > 0 {
+                    ap / relevant_total.min(10) as f64
+                } else {
+                    0.0
+                },
             }
-        }
-        // A query with no relevant candidate ranks last (it counts as a miss, not skipped).
-        let first = first.unwrap_or(c + 1);
-        first_ranks.push(first as f64);
-        r1 += (first <= 1) as u8 as f64;
-        r5 += (first <= 5) as u8 as f64;
-        r10 += (first <= 10) as u8 as f64;
-        if relevant_total > 0 {
-            map += ap / relevant_total.min(10) as f64;
-        }
-    }
-    let n = q.max(1) as f64;
+        })
+        .collect()
+}
+
+/// `scores` [Q, C]: higher = better. A candidate is relevant when its group equals the query's.
+pub fn evaluate(scores: &Tensor, query_groups: &[i64], cand_groups: &[i64]) -> RetrievalMetrics {
+    summarise(&per_query(scores, query_groups, cand_groups))
+}
+
+pub fn summarise(outcomes: &[QueryOutcome]) -> RetrievalMetrics {
+    let n = outcomes.len().max(1) as f64;
+    let share = |k: usize| outcomes.iter().filter(|o| o.first_rank <= k).count() as f64 / n;
+    let mut ranks: Vec<f64> = outcomes.iter().map(|o| o.first_rank as f64).collect();
     RetrievalMetrics {
-        r1: r1 / n,
-        r5: r5 / n,
-        r10: r10 / n,
-        map10: map / n,
-        median_rank: median(&mut first_ranks),
-        mean_rank: first_ranks.iter().sum::<f64>() / n,
-        queries: q,
+        r1: share(1),
+        r5: share(5),
+        r10: share(10),
+        map10: outcomes.iter().map(|o| o.ap10).sum::<f64>() / n,
+        mean_rank: ranks.iter().sum::<f64>() / n,
+        median_rank: median(&mut ranks),
+        queries: outcomes.len(),
     }
 }
 

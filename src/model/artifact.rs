@@ -10,12 +10,15 @@ use tch::{Device, Kind, Tensor};
 use super::card::{ModelCard, CARD_FORMAT, TORCH_VERSION};
 use super::engine::DiffgapModel;
 use super::error::ModelError;
+use crate::baselines::Baselines;
 use crate::diffusion::denoiser::{self, Denoiser, DenoiserNet, ScriptedDenoiser};
 
 pub const CARD_FILE: &str = "card.json";
 pub const SCRIPT_FILE: &str = "denoiser.pt";
 pub const EMA_FILE: &str = "ema.safetensors";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// The fitted cheap baselines (`crate::baselines`), listed in the card when present.
+pub const BASELINES_FILE: &str = "baselines.safetensors";
 
 fn artifact_err(dir: &Path, detail: impl Into<String>) -> ModelError {
     ModelError::Artifact {
@@ -28,13 +31,14 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
 }
 
-/// Writes a complete artifact. `ema` is traced into TorchScript; both var stores are saved.
+/// Writes a complete artifact. `ema` is traced into TorchScript; both var stores are saved, and
+/// the baselines when given.
 pub fn save(
     dir: &Path,
     card: &mut ModelCard,
     ema_net: &Denoiser,
-    ema: &tch::nn::VarStore,
-    raw: &tch::nn::VarStore,
+    (ema, raw): (&tch::nn::VarStore, &tch::nn::VarStore),
+    baselines: Option<&Baselines>,
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| artifact_err(dir, e.to_string()))?;
     let module = denoiser::trace(ema_net, ema.device())?;
@@ -46,8 +50,61 @@ pub fn save(
         let h = sha256_file(&dir.join(f)).map_err(|e| artifact_err(dir, format!("{f}: {e}")))?;
         card.files.insert(f.into(), h);
     }
+    match baselines {
+        Some(b) => write_baselines(dir, card, b),
+        None => write_card(dir, card),
+    }
+}
+
+fn write_card(dir: &Path, card: &ModelCard) -> Result<(), ModelError> {
     let json = serde_json::to_string_pretty(card).map_err(|e| artifact_err(dir, e.to_string()))?;
     std::fs::write(dir.join(CARD_FILE), json + "\n").map_err(|e| artifact_err(dir, e.to_string()))
+}
+
+/// Writes (or replaces) the baselines of a model directory and records them in its card.
+pub fn write_baselines(
+    dir: &Path,
+    card: &mut ModelCard,
+    baselines: &Baselines,
+) -> Result<(), ModelError> {
+    let named: Vec<(String, Tensor)> = baselines
+        .named()
+        .into_iter()
+        .map(|(k, t)| (k, t.to_device(Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&named, dir.join(BASELINES_FILE))?;
+    let h = sha256_file(&dir.join(BASELINES_FILE))
+        .map_err(|e| artifact_err(dir, format!("{BASELINES_FILE}: {e}")))?;
+    card.files.insert(BASELINES_FILE.into(), h);
+    card.baselines = Some(baselines.card.clone());
+    write_card(dir, card)
+}
+
+/// The model's fitted baselines, `None` for a model trained without them.
+pub fn load_baselines(
+    dir: &Path,
+    card: &ModelCard,
+    device: Device,
+) -> Result<Option<Baselines>, ModelError> {
+    let Some(fit) = &card.baselines else {
+        return Ok(None);
+    };
+    let path = verify_hash(dir, card, BASELINES_FILE)?;
+    let named = Tensor::read_safetensors(&path).map_err(|e| {
+        artifact_err(
+            dir,
+            format!("{BASELINES_FILE} is not a safetensors file: {e}"),
+        )
+    })?;
+    Baselines::from_named(
+        fit.clone(),
+        named,
+        &card.space.modalities,
+        card.space.dim,
+        device,
+    )
+    .map(Some)
+    .map_err(|e| artifact_err(dir, format!("{BASELINES_FILE}: {e}")))
 }
 
 pub fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {

@@ -53,6 +53,20 @@ pub struct FusionWeights {
     pub reverse: f64,
 }
 
+/// The fused score with hubness correction: the inverted softmax (over the card's query bank,
+/// bridged like the queries) of the weighted fused score. Chosen on validation with a guard:
+/// DiffGAP's terms get weight only when choosing among all weights beats choosing among
+/// contrastive-only weights in k-fold cross-validation over validation queries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct HubFusion {
+    pub weights: FusionWeights,
+    pub beta: f64,
+    /// Mean held-out objective (R@1 + mAP@10) of choosing among every weight.
+    pub cv_objective: f64,
+    /// The same, choosing among contrastive-only weights (the inverted-softmax baseline).
+    pub cv_objective_contrastive: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainingRecord {
     pub data_fingerprint: String,
@@ -67,6 +81,9 @@ pub struct TrainingRecord {
     pub learning_rate: f64,
     pub condition_dropout: f64,
     pub ema_decay: f64,
+    /// Weight of the contrastive term (0: pure denoising; absent in older cards).
+    #[serde(default)]
+    pub contrastive_weight: f64,
     pub seconds: f64,
 }
 
@@ -89,6 +106,12 @@ pub struct ModelCard {
     pub defaults: SamplingDefaults,
     /// Keyed "query->candidate", fitted on validation rows only.
     pub fusion: BTreeMap<String, FusionWeights>,
+    /// Keyed "query->candidate"; absent in cards trained before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hub_fusion: BTreeMap<String, HubFusion>,
+    /// The cheap baselines fitted on the training rows (`baselines.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baselines: Option<crate::baselines::BaselinesCard>,
     pub training: Option<TrainingRecord>,
     /// The evaluation measured at training time (validation split), as `diffgap eval --json`.
     pub evaluation: Option<serde_json::Value>,

@@ -1,5 +1,7 @@
-//! Training the denoiser: the split, the EMA and the loop.
+//! Training the denoiser: the split, the EMA and the loop; and fitting the cheap baselines.
+pub mod baselines;
 pub mod ema;
+pub mod objectives;
 pub mod probe;
 pub mod split;
 pub mod trainer;

@@ -14,6 +14,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
 
 use super::ema::Ema;
+use super::objectives::{choose_rank_steps, contrastive_term};
 use super::probe::ValProbe;
 use super::split::split_by_group;
 use crate::data::pairs::PairedSet;
@@ -82,6 +83,11 @@ pub struct TrainConfig {
     /// Residual blocks of the denoiser.
     #[arg(long, default_value_t = 3)]
     pub depth: i64,
+    /// Weight of a contrastive term (the paper's "contrastive diffusion module"): symmetric
+    /// InfoNCE between the denoiser's x_0 prediction and the batch's true targets, so that a
+    /// prediction is closer to its own partner than to the others'. 0 = pure denoising.
+    #[arg(long, default_value_t = 0.0)]
+    pub contrastive_weight: f64,
     /// What the network predicts: v is well conditioned at every noise level.
     #[arg(long, value_enum, default_value_t = Prediction::V)]
     pub prediction: Prediction,
@@ -265,6 +271,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
             rank_samples: cfg.samples,
         },
         fusion: BTreeMap::new(),
+        hub_fusion: BTreeMap::new(),
+        baselines: None,
         training: None,
         evaluation: None,
         files: BTreeMap::new(),
@@ -290,6 +298,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     };
 
     let n = za.size()[0];
+    let groups = Tensor::from_slice(&train_set.groups).to_device(device);
     let bar = progress(cfg);
     let mut history = Vec::new();
     let (mut best_r1, mut best_loss, mut best_epoch, mut since_best) = (-1.0, f64::INFINITY, 0, 0);
@@ -326,10 +335,15 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
             };
             let x_t = &level.signal * &x0 + &level.noise * &eps;
             let out = net.forward(&x_t, &t.to_kind(Kind::Float), &cond, &direction, &mask);
-            let loss = out.mse_loss(
+            let mut loss = out.mse_loss(
                 &cfg.prediction.target(&x0, &eps, &level),
                 tch::Reduction::Mean,
             );
+            if cfg.contrastive_weight > 0.0 {
+                let g = groups.index_select(0, &idx).repeat([2]);
+                let term = contrastive_term(cfg.prediction, (&out, &x_t, &level), &x0, &mask, &g);
+                loss += term * cfg.contrastive_weight;
+            }
             opt.backward_step_clip_norm(&loss, 1.0);
             ema.update(&ema_vs, &vs);
             sum += loss.double_value(&[]);
@@ -338,14 +352,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         let train_loss = sum / batches.max(1) as f64;
         let val_loss = val_probe.loss(ema_net.as_ref())?;
         let model = DiffgapModel::new(card.clone(), Box::new(ema_net.clone()), device);
-        let rep = report::evaluate_model(
-            &model,
-            &val_set,
-            (&ma, &mb),
-            Fusion::FitOnThisSet,
-            eval_opts,
-        )?;
-        let r1 = report::bridged_r1(&rep);
+        // Only what early stopping watches: the rest of the protocol runs once, at the end.
+        let r1 = report::bridged_r1_only(&model, &val_set, (&ma, &mb), eval_opts)?;
         history.push(EpochLog {
             epoch,
             train_loss,
@@ -361,7 +369,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         let msg = format!("epoch {epoch}: train {train_loss:.4} val {val_loss:.4} val R@1 {r1:.3} (best {best_r1:.3} @ {best_epoch})");
         bar.set_message(msg.clone());
         bar.inc(1);
-        tracing::debug!("{msg}");
+        // Without a terminal (CI, a Kubernetes job) the bar is hidden: one log line per epoch.
+        if bar.is_hidden() {
+            tracing::info!("{msg}");
+        } else {
+            tracing::debug!("{msg}");
+        }
         if since_best >= cfg.patience {
             break;
         }
@@ -372,33 +385,30 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     // Retrieval is measured, not assumed, to want the same trajectory as generation: the step
     // count of the bridged ranking scores is chosen on the validation split.
     let model = DiffgapModel::new(card.clone(), Box::new(ema_net.clone()), device);
-    let mut sweep = Vec::new();
-    for steps in rank_step_candidates(cfg) {
-        let opts = EvalOptions { steps, ..eval_opts };
-        let rep = report::evaluate_model(&model, &val_set, (&ma, &mb), Fusion::FitOnThisSet, opts)?;
-        sweep.push((steps, report::fused_objective(&rep)));
-    }
-    let rank_steps = sweep
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-        .map_or(cfg.steps, |s| s.0);
+    let (rank_steps, sweep) = choose_rank_steps(&model, &val_set, (&ma, &mb), cfg, eval_opts)?;
     card.defaults.rank_steps = rank_steps;
 
+    // The cheap baselines on the same training rows, stored with the model.
+    let baselines = super::baselines::fit(&train_set, &val_set, (&ma, &mb), cfg.seed, device)
+        .context("fitting the baselines")?;
+
     // The card's evaluation and fusion weights: the best EMA weights on the validation split at
-    // the chosen step count, with the generative re-ranking included.
+    // the chosen step count, with the generative re-ranking and the baseline ladder included.
     let final_opts = EvalOptions {
         steps: rank_steps,
         shortlist: 10,
         ..eval_opts
     };
-    let rep = report::evaluate_model(
+    let rep = report::evaluate_with_baselines(
         &model,
         &val_set,
         (&ma, &mb),
         Fusion::FitOnThisSet,
         final_opts,
+        Some(&baselines),
     )?;
     card.fusion = report::fusion_weights(&rep);
+    card.hub_fusion = report::hub_fusions(&rep);
     card.evaluation = Some(serde_json::json!({
         "validation": rep,
         "rank_steps_sweep": sweep
@@ -428,10 +438,17 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         learning_rate: cfg.lr,
         condition_dropout: cfg.cond_dropout,
         ema_decay: cfg.ema_decay,
+        contrastive_weight: cfg.contrastive_weight,
         seconds: started.elapsed().as_secs_f64(),
     });
-    artifact::save(&cfg.out, &mut card, &ema_net, &ema_vs, &vs)
-        .with_context(|| format!("writing the model to {}", cfg.out.display()))?;
+    artifact::save(
+        &cfg.out,
+        &mut card,
+        &ema_net,
+        (&ema_vs, &vs),
+        Some(&baselines),
+    )
+    .with_context(|| format!("writing the model to {}", cfg.out.display()))?;
     std::fs::write(
         cfg.out.join("history.json"),
         serde_json::to_string_pretty(&history)? + "\n",
@@ -441,17 +458,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         history,
         report: rep,
     })
-}
-
-/// Step counts tried for the ranking scores: from a single step (the conditional mean) up to
-/// the generation default.
-fn rank_step_candidates(cfg: &TrainConfig) -> Vec<usize> {
-    let mut v: Vec<usize> = [1, 2, 5, cfg.steps]
-        .into_iter()
-        .filter(|&s| s <= cfg.steps)
-        .collect();
-    v.dedup();
-    v
 }
 
 /// The configuration a resumed run actually trains with: the card's recipe, the new run's data
@@ -488,6 +494,12 @@ fn validate(cfg: &TrainConfig) -> Result<()> {
         bail!(
             "--width must be even (sinusoidal timestep embedding), got {}",
             cfg.width
+        );
+    }
+    if !(cfg.contrastive_weight.is_finite() && cfg.contrastive_weight >= 0.0) {
+        bail!(
+            "--contrastive-weight must be a finite number >= 0, got {}",
+            cfg.contrastive_weight
         );
     }
     if !(0.0..1.0).contains(&cfg.cond_dropout) || !(0.0..1.0).contains(&cfg.ema_decay) {

@@ -52,6 +52,7 @@ pub fn train_config(pairs: &Path, out: &Path) -> TrainConfig {
         weight_decay: 0.01,
         cond_dropout: 0.1,
         ema_decay: 0.99,
+        contrastive_weight: 0.0,
         width: 64,
         depth: 2,
         prediction: Prediction::V,
