@@ -4,7 +4,8 @@
 #   2. the corpus of described sounds from pinned Debian packages (scripts/build-corpus.sh);
 #   3. every clip and caption through the frozen encoders (diffgap projection embed);
 #   4. the small CLAP: projection heads trained with InfoNCE (diffgap projection train);
-#   5. DiffGAP trained in that space on the train split, early-stopped on validation;
+#   5. DiffGAP trained in that space on the train split, early-stopped on validation, with the
+#      cheap baselines (ridge, Procrustes, inverted softmax, adapter) fitted on the same split;
 #   6. the encoders and heads attached, so the model takes raw text and audio.
 # Deterministic by seed. Idempotent: skipped when models/default was built by this recipe from
 # the same corpus and encoders. Stage times and sizes go to .cache/real/stages.tsv.

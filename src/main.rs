@@ -29,6 +29,11 @@ enum Command {
     /// Evaluate a model on paired embeddings: retrieval in both directions for the contrastive
     /// baseline and each DiffGAP mode, plus gap measures.
     Eval(EvalArgs),
+    /// The bridge for generation: step count, samples averaged and guidance swept, judged by
+    /// the generation measures (Frechet, k-NN precision/recall/density/coverage) next to ridge.
+    BridgeSweep(diffgap::eval::sweep::SweepArgs),
+    /// Print several `diffgap eval --json` reports side by side (ablations).
+    Compare(diffgap::eval::compare::CompareArgs),
     /// Bridge embeddings of one modality into another's region (e.g. text -> audio-like).
     Bridge(BridgeArgs),
     /// Write a synthetic paired set (known non-linear relation plus a modality gap).
@@ -202,6 +207,8 @@ fn main() -> Result<()> {
             );
         }
         Command::Eval(args) => eval(args)?,
+        Command::BridgeSweep(args) => print!("{}", diffgap::eval::sweep::sweep(&args)?),
+        Command::Compare(args) => print!("{}", diffgap::eval::compare::compare(&args)?),
         Command::Bridge(args) => bridge(args)?,
         Command::Synth(args) => {
             write_named(&args.out, &synthetic::generate(&args.spec))?;

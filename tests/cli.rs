@@ -175,3 +175,141 @@ fn binary_links_libtorch_cuda_and_finds_it_without_ld_library_path() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && text.starts_with("diffgap "), "{text}");
 }
+
+#[test]
+fn baselines_fit_compare_and_bridge_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = (
+        tmp.path().join("train.safetensors"),
+        tmp.path().join("val.safetensors"),
+    );
+    assert!(
+        diffgap(&[
+            "synth",
+            "--out",
+            s(&train),
+            "--items",
+            "160",
+            "--dim",
+            "16",
+            "--seed",
+            "4"
+        ])
+        .0
+    );
+    let (ok, out) = diffgap(&[
+        "synth",
+        "--out",
+        s(&val),
+        "--items",
+        "40",
+        "--dim",
+        "16",
+        "--seed",
+        "4",
+        "--offset",
+        "160",
+    ]);
+    assert!(ok, "{out}");
+    let model = tmp.path().join("model");
+    let (ok, out) = diffgap(&[
+        "train",
+        "--pairs",
+        s(&train),
+        "--val",
+        s(&val),
+        "--out",
+        s(&model),
+        "--epochs",
+        "2",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "3",
+        "--samples",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    assert!(ok, "{out}");
+    // The training table shows the ladder next to DiffGAP's modes.
+    for row in [
+        "| baseline | inverted_softmax |",
+        "| baseline | adapter |",
+        "| DiffGAP | fused_hub |",
+    ] {
+        assert!(out.contains(row), "{row} missing: {out}");
+    }
+
+    // A model from before the baselines: `baselines fit` adds them, as training does.
+    let card_path = model.join("card.json");
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card_path).unwrap()).unwrap();
+    let obj = card.as_object_mut().unwrap();
+    for key in ["baselines", "hub_fusion", "validated_best"] {
+        obj.remove(key);
+    }
+    obj["files"]
+        .as_object_mut()
+        .unwrap()
+        .remove("baselines.safetensors");
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    std::fs::remove_file(model.join("baselines.safetensors")).unwrap();
+    let eval = |json: &Path| {
+        diffgap(&[
+            "eval",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(&val),
+            "--shortlist",
+            "0",
+            "--json",
+            s(json),
+        ])
+    };
+    let before = tmp.path().join("before.json");
+    let (ok, out) = eval(&before);
+    assert!(ok && out.contains("no fitted baselines"), "{out}");
+    let (ok, out) = diffgap(&[
+        "baselines",
+        "fit",
+        "--model",
+        s(&model),
+        "--pairs",
+        s(&train),
+        "--val",
+        s(&val),
+    ]);
+    assert!(ok && out.contains("baselines fitted"), "{out}");
+    let after = tmp.path().join("after.json");
+    let (ok, out) = eval(&after);
+    assert!(ok && out.contains("| baseline | ridge |"), "{out}");
+    assert!(
+        out.contains("On the training run's validation split the best mode was"),
+        "{out}"
+    );
+
+    let (ok, out) = diffgap(&[
+        "compare",
+        "--run",
+        &format!("old={}", s(&before)),
+        "--run",
+        &format!("refit={}", s(&after)),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("| old |") && out.contains("| refit |"),
+        "{out}"
+    );
+    let (ok, out) = diffgap(&["compare", "--run", s(&after)]);
+    assert!(!ok && out.contains("LABEL=PATH"), "{out}");
+
+    let (ok, out) = diffgap(&["bridge-sweep", "--model", s(&model), "--pairs", s(&val)]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("| bridged |").count(), 30, "{out}");
+    assert_eq!(out.matches("| ridge |").count(), 2, "{out}");
+}

@@ -11,9 +11,11 @@ use crate::diffusion::normalize::l2_normalize;
 /// Fixed InfoNCE temperature, near what the small CLAP learns (0.064).
 const TEMPERATURE: f64 = 0.05;
 const BATCH: i64 = 256;
-/// Budgets in optimiser steps, so that small and large sets get the same chance to learn.
-const MAX_STEPS: usize = 6000;
-const PATIENCE_STEPS: usize = 400;
+/// Budgets in optimiser steps, so that small and large sets get the same chance to learn; the
+/// caller's selection score is taken every [`SELECT_EVERY`] steps.
+const MAX_STEPS: usize = 3000;
+const PATIENCE_STEPS: usize = 300;
+const SELECT_EVERY: usize = 10;
 const LEARNING_RATE: f64 = 2e-3;
 
 /// The trained adapter as plain tensors (nn::Linear layout: weights [out, in]).
@@ -51,9 +53,9 @@ impl Adapter {
 
 pub struct AdapterFit {
     pub adapter: Adapter,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    /// The selection score of the best epoch (the caller's, e.g. validation R@1 + mAP@10).
+    pub steps_run: usize,
+    pub best_step: usize,
+    /// The selection score of the kept weights (the caller's, e.g. validation R@1 + mAP@10).
     pub best_score: f64,
 }
 
@@ -112,7 +114,7 @@ pub fn multi_positive_infonce(q: &Tensor, t: &Tensor, groups: &Tensor, temperatu
     (one_side(&logits, &masked) + one_side(&logits.tr(), &masked.tr())) / 2.0
 }
 
-/// Trains the adapter `source -> target` on training pairs; the epoch with the best `select`
+/// Trains the adapter `source -> target` on training pairs; the weights with the best `select`
 /// score (computed by the caller on validation rows) is kept, with early stopping.
 pub fn train_adapter(
     source: &Tensor,
@@ -134,12 +136,14 @@ pub fn train_adapter(
     let mut opt = nn::AdamW::default().build(&vs, LEARNING_RATE)?;
     let n = x.size()[0];
     let mut best = (select(&net.snapshot()), 0, net.snapshot());
-    let (mut epochs_run, mut steps, mut best_step) = (0, 0, 0);
-    while steps < MAX_STEPS && steps - best_step < PATIENCE_STEPS {
-        epochs_run += 1;
-        let perm = Tensor::randperm(n, (Kind::Int64, device));
-        for start in (0..n).step_by(BATCH as usize) {
-            let idx = perm.narrow(0, start, BATCH.min(n - start));
+    let (mut perm, mut cursor, mut steps) = (Tensor::randperm(n, (Kind::Int64, device)), 0, 0);
+    while steps < MAX_STEPS && steps - best.1 < PATIENCE_STEPS {
+        for _ in 0..SELECT_EVERY {
+            if cursor >= n {
+                (perm, cursor) = (Tensor::randperm(n, (Kind::Int64, device)), 0);
+            }
+            let idx = perm.narrow(0, cursor, BATCH.min(n - cursor));
+            cursor += BATCH;
             let q = net.forward(&x.index_select(0, &idx));
             let loss = multi_positive_infonce(
                 &q,
@@ -153,15 +157,14 @@ pub fn train_adapter(
         let snapshot = net.snapshot();
         let score = select(&snapshot);
         if score > best.0 + 1e-9 {
-            best = (score, epochs_run, snapshot);
-            best_step = steps;
+            best = (score, steps, snapshot);
         }
     }
-    let (best_score, best_epoch, adapter) = best;
+    let (best_score, best_step, adapter) = best;
     Ok(AdapterFit {
         adapter,
-        epochs_run,
-        best_epoch,
+        steps_run: steps,
+        best_step,
         best_score,
     })
 }

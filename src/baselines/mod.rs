@@ -39,8 +39,9 @@ pub struct DirectionFit {
     /// Inverted-softmax inverse temperature, chosen on validation.
     pub inverted_softmax_beta: f64,
     pub adapter_hidden: i64,
-    pub adapter_epochs: usize,
-    pub adapter_best_epoch: usize,
+    /// Optimiser steps run, and the step whose weights were kept (validation).
+    pub adapter_steps: usize,
+    pub adapter_best_step: usize,
 }
 
 /// Query banks are capped: the inverted softmax costs one bank row per candidate and query.

@@ -1,5 +1,6 @@
 //! The evaluation protocol: retrieval metrics, the baseline ladder, gap and generation
 //! measures, fusion fitting and the report.
+pub mod compare;
 pub mod fusion;
 pub mod gap;
 pub mod generation;
@@ -8,4 +9,5 @@ pub mod plot;
 pub mod render;
 pub mod report;
 pub mod retrieval;
+pub mod sweep;
 pub mod views;

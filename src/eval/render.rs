@@ -44,6 +44,14 @@ pub fn render(report: &EvalReport) -> String {
             );
         }
         let _ = writeln!(s, ")");
+        let key = crate::model::card::direction_key(&d.query, &d.candidate);
+        if let Some(v) = report.validated_best.get(&key) {
+            let _ = writeln!(
+                s,
+                "On the training run's validation split the best mode was {} (R@1 + mAP@10 {:.3}), the best baseline {} ({:.3}).",
+                v.mode, v.objective, v.best_baseline, v.best_baseline_objective
+            );
+        }
         let _ = writeln!(
             s,
             "| kind | mode | R@1 | R@5 | R@10 | mAP@10 | median rank | us/query |"

@@ -18,7 +18,7 @@ use super::views::{view, View};
 use crate::baselines::Baselines;
 use crate::data::pairs::PairedSet;
 use crate::diffusion::sampler::SampleOptions;
-use crate::model::card::{direction_key, FusionWeights, HubFusion};
+use crate::model::card::{direction_key, FusionWeights, HubFusion, ValidatedBest};
 use crate::model::{row_seed, DiffgapModel, ModelError};
 
 pub use super::render::render;
@@ -79,6 +79,9 @@ pub struct EvalReport {
     /// and bridged).
     #[serde(default)]
     pub generation: Vec<GenerationReport>,
+    /// With the card's fusion: the card's record of which mode won on validation.
+    #[serde(default)]
+    pub validated_best: BTreeMap<String, ValidatedBest>,
     pub seconds: f64,
 }
 
@@ -239,6 +242,10 @@ pub fn evaluate_with_baselines(
         directions,
         gap: gaps,
         generation,
+        validated_best: match fusion {
+            Fusion::Card(_) => model.card.validated_best.clone(),
+            Fusion::FitOnThisSet => BTreeMap::new(),
+        },
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -453,6 +460,48 @@ pub fn hub_fusions(report: &EvalReport) -> BTreeMap<String, HubFusion> {
         .filter_map(|d| {
             d.hub_fusion
                 .map(|h| (direction_key(&d.query, &d.candidate), h))
+        })
+        .collect()
+}
+
+/// The winning mode per direction, and the best baseline, by R@1 + mAP@10, as stored in a card
+/// from the validation report (ties go to the cheaper, earlier-listed mode).
+pub fn validated_best(report: &EvalReport) -> BTreeMap<String, ValidatedBest> {
+    let baselines: Vec<&str> = ["contrastive"]
+        .into_iter()
+        .chain(ladder::BASELINE_MODES)
+        .collect();
+    let best = |d: &DirectionReport, modes: &[&str]| -> Option<(String, f64)> {
+        let mut best: Option<(String, f64)> = None;
+        for m in modes {
+            if let Some(r) = d.modes.get(*m) {
+                if best.as_ref().is_none_or(|b| r.objective() > b.1 + 1e-12) {
+                    best = Some((m.to_string(), r.objective()));
+                }
+            }
+        }
+        best
+    };
+    let all: Vec<&str> = baselines
+        .iter()
+        .copied()
+        .chain(MODES[1..].iter().copied())
+        .collect();
+    report
+        .directions
+        .iter()
+        .filter_map(|d| {
+            let (mode, objective) = best(d, &all)?;
+            let (best_baseline, best_baseline_objective) = best(d, &baselines)?;
+            Some((
+                direction_key(&d.query, &d.candidate),
+                ValidatedBest {
+                    mode,
+                    objective,
+                    best_baseline,
+                    best_baseline_objective,
+                },
+            ))
         })
         .collect()
 }

@@ -67,6 +67,16 @@ pub struct HubFusion {
     pub cv_objective_contrastive: f64,
 }
 
+/// Which mode won on the training run's validation split, by R@1 + mAP@10, and the best
+/// cheap baseline it is measured against: the evidence for the default, by how much.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ValidatedBest {
+    pub mode: String,
+    pub objective: f64,
+    pub best_baseline: String,
+    pub best_baseline_objective: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainingRecord {
     pub data_fingerprint: String,
@@ -109,6 +119,9 @@ pub struct ModelCard {
     /// Keyed "query->candidate"; absent in cards trained before it existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hub_fusion: BTreeMap<String, HubFusion>,
+    /// Keyed "query->candidate": the mode that won on validation (absent in older cards).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub validated_best: BTreeMap<String, ValidatedBest>,
     /// The cheap baselines fitted on the training rows (`baselines.safetensors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baselines: Option<crate::baselines::BaselinesCard>,

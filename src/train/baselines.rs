@@ -98,8 +98,8 @@ pub fn fit(
                 ridge_cv_mse: ridge.cv_mse,
                 inverted_softmax_beta: beta,
                 adapter_hidden: adapter.adapter.hidden(),
-                adapter_epochs: adapter.epochs_run,
-                adapter_best_epoch: adapter.best_epoch,
+                adapter_steps: adapter.steps_run,
+                adapter_best_step: adapter.best_step,
             },
         );
         maps.insert(
@@ -193,6 +193,7 @@ pub fn fit_into_model(args: &FitArgs) -> Result<crate::model::card::ModelCard> {
     // The stored card, not the loaded one (which takes its directory's name).
     let mut card = artifact::read_card(&args.model)?;
     card.hub_fusion = report::hub_fusions(&rep);
+    card.validated_best = report::validated_best(&rep);
     artifact::write_baselines(&args.model, &mut card, &baselines)?;
     Ok(card)
 }

@@ -272,6 +272,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         },
         fusion: BTreeMap::new(),
         hub_fusion: BTreeMap::new(),
+        validated_best: BTreeMap::new(),
         baselines: None,
         training: None,
         evaluation: None,
@@ -409,6 +410,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     )?;
     card.fusion = report::fusion_weights(&rep);
     card.hub_fusion = report::hub_fusions(&rep);
+    card.validated_best = report::validated_best(&rep);
     card.evaluation = Some(serde_json::json!({
         "validation": rep,
         "rank_steps_sweep": sweep
