@@ -149,26 +149,19 @@ impl Repository {
             .ok_or_else(|| ServiceError::Unavailable("the model is still loading".into()))
     }
 
-    /// The model directories to serve, by name.
+    /// The model directories to serve, by name: the one model, or every directory of the
+    /// repository that holds a card.
     pub fn model_dirs(&self) -> Result<BTreeMap<String, PathBuf>, ServiceError> {
         let s = &self.sources;
-        let mut out = BTreeMap::new();
         if s.repository.as_os_str().is_empty() {
-            out.insert(dir_name(&s.model), s.model.clone());
-            return Ok(out);
+            return Ok(BTreeMap::from([(dir_name(&s.model), s.model.clone())]));
         }
-        let entries = std::fs::read_dir(&s.repository).map_err(|e| {
-            ServiceError::Config(format!(
-                "model_repository: cannot read {}: {e}",
-                s.repository.display()
-            ))
-        })?;
-        for e in entries.filter_map(Result::ok) {
-            let p = e.path();
-            if p.join(artifact::CARD_FILE).is_file() {
-                out.insert(dir_name(&p), p);
-            }
-        }
+        let out: BTreeMap<String, PathBuf> = self
+            .found_dirs()?
+            .into_iter()
+            .filter(|(_, f)| f.has_card)
+            .map(|(name, f)| (name, f.dir))
+            .collect();
         if out.is_empty() {
             return Err(ServiceError::Config(format!(
                 "model_repository: no model directory (with {}) under {}",
