@@ -14,23 +14,9 @@ fn diffgap(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-#[test]
-fn synth_train_eval_bridge() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pairs = tmp.path().join("pairs.npz");
-    let model = tmp.path().join("model");
-    let (ok, out) = diffgap(&["synth", "--out", s(&pairs), "--items", "200", "--dim", "16"]);
-    assert!(ok, "{out}");
-    let (ok, out) = diffgap(&[
-        "train",
-        "--pairs",
-        s(&pairs),
-        "--out",
-        s(&model),
+/// `diffgap train` with `args` and a tiny, fast recipe.
+fn train_tiny(args: &[&str]) -> (bool, String) {
+    let recipe = [
         "--epochs",
         "2",
         "--width",
@@ -44,7 +30,22 @@ fn synth_train_eval_bridge() {
         "--device",
         "cpu",
         "--quiet",
-    ]);
+    ];
+    diffgap(&[&["train"][..], args, &recipe].concat())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn synth_train_eval_bridge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.npz");
+    let model = tmp.path().join("model");
+    let (ok, out) = diffgap(&["synth", "--out", s(&pairs), "--items", "200", "--dim", "16"]);
+    assert!(ok, "{out}");
+    let (ok, out) = train_tiny(&["--pairs", s(&pairs), "--out", s(&model)]);
     assert!(ok, "{out}");
     assert!(
         out.contains("| contrastive |") && out.contains("| fused |"),
@@ -212,28 +213,7 @@ fn baselines_fit_compare_and_bridge_sweep() {
     ]);
     assert!(ok, "{out}");
     let model = tmp.path().join("model");
-    let (ok, out) = diffgap(&[
-        "train",
-        "--pairs",
-        s(&train),
-        "--val",
-        s(&val),
-        "--out",
-        s(&model),
-        "--epochs",
-        "2",
-        "--width",
-        "32",
-        "--depth",
-        "1",
-        "--steps",
-        "3",
-        "--samples",
-        "1",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]);
+    let (ok, out) = train_tiny(&["--pairs", s(&train), "--val", s(&val), "--out", s(&model)]);
     assert!(ok, "{out}");
     // The training table shows the ladder next to DiffGAP's modes.
     for row in [
