@@ -10,7 +10,7 @@
 
 use super::config::ServeConfig;
 use super::error::ServiceError;
-use super::security::{parse_token_file, parse_token_list, Tokens};
+use super::security::{token_sources, Tokens};
 
 /// The environment variable that may hold admin tokens (separated by commas or whitespace).
 pub const ADMIN_TOKENS_ENV: &str = "DIFFGAP_ADMIN_TOKENS";
@@ -19,30 +19,11 @@ pub const ADMIN_TOKENS_ENV: &str = "DIFFGAP_ADMIN_TOKENS";
 /// [`ADMIN_TOKENS_ENV`]); `None` when there is none. Errors name the key or the variable,
 /// never a token.
 pub fn load(cfg: &ServeConfig, env: Option<String>) -> Result<Option<Tokens>, String> {
-    let mut tokens = Vec::new();
-    let file = &cfg.admin_tokens_file;
-    if !file.as_os_str().is_empty() {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("admin_tokens_file: cannot read {}: {e}", file.display()))?;
-        let from_file = parse_token_file(&text)
-            .map_err(|e| format!("admin_tokens_file: {}: {e}", file.display()))?;
-        if from_file.is_empty() {
-            return Err(format!(
-                "admin_tokens_file: {} holds no token (one a line; # starts a comment)",
-                file.display()
-            ));
-        }
-        tokens.extend(from_file);
-    }
-    if let Some(v) = env {
-        let from_env = parse_token_list(&v).map_err(|e| format!("{ADMIN_TOKENS_ENV}: {e}"))?;
-        if from_env.is_empty() {
-            return Err(format!(
-                "{ADMIN_TOKENS_ENV}: set but holds no token (unset it to refuse Reload)"
-            ));
-        }
-        tokens.extend(from_env);
-    }
+    let tokens = token_sources(
+        ("admin_tokens_file", &cfg.admin_tokens_file),
+        (ADMIN_TOKENS_ENV, env),
+        "refuse Reload",
+    )?;
     Ok((!tokens.is_empty()).then(|| Tokens::new(tokens.iter().map(String::as_str))))
 }
 

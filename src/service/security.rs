@@ -112,34 +112,11 @@ impl Security {
         } else {
             None
         };
-        let mut tokens = Vec::new();
-        if set(&cfg.auth_tokens_file) {
-            let text = std::fs::read_to_string(&cfg.auth_tokens_file).map_err(|e| {
-                format!(
-                    "auth_tokens_file: cannot read {}: {e}",
-                    cfg.auth_tokens_file.display()
-                )
-            })?;
-            let from_file = parse_token_file(&text).map_err(|e| {
-                format!("auth_tokens_file: {}: {e}", cfg.auth_tokens_file.display())
-            })?;
-            if from_file.is_empty() {
-                return Err(format!(
-                    "auth_tokens_file: {} holds no token (one a line; # starts a comment)",
-                    cfg.auth_tokens_file.display()
-                ));
-            }
-            tokens.extend(from_file);
-        }
-        if let Some(v) = env_tokens {
-            let from_env = parse_token_list(&v).map_err(|e| format!("{AUTH_TOKENS_ENV}: {e}"))?;
-            if from_env.is_empty() {
-                return Err(format!(
-                    "{AUTH_TOKENS_ENV}: set but holds no token (unset it to turn authentication off)"
-                ));
-            }
-            tokens.extend(from_env);
-        }
+        let tokens = token_sources(
+            ("auth_tokens_file", &cfg.auth_tokens_file),
+            (AUTH_TOKENS_ENV, env_tokens),
+            "turn authentication off",
+        )?;
         let admin = super::admin::load(cfg, env_admin)?;
         let auth = if tokens.is_empty() {
             BearerAuthLayer::open()
@@ -230,6 +207,41 @@ fn check_token(t: &str, where_: &str) -> Result<(), String> {
             "{where_}: a token may hold only visible ASCII characters"
         ))
     }
+}
+
+/// The tokens of a token file (config `key`; an empty path is none, one token a line) and of
+/// an environment variable's value (separated by commas or whitespace). A source that is set
+/// but holds no token is an error that says how to `unset` it instead; errors name the key or
+/// the variable, never a token.
+pub fn token_sources(
+    (key, file): (&str, &std::path::Path),
+    (var, value): (&str, Option<String>),
+    unset: &str,
+) -> Result<Vec<String>, String> {
+    let mut tokens = Vec::new();
+    if !file.as_os_str().is_empty() {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("{key}: cannot read {}: {e}", file.display()))?;
+        let from_file =
+            parse_token_file(&text).map_err(|e| format!("{key}: {}: {e}", file.display()))?;
+        if from_file.is_empty() {
+            return Err(format!(
+                "{key}: {} holds no token (one a line; # starts a comment)",
+                file.display()
+            ));
+        }
+        tokens.extend(from_file);
+    }
+    if let Some(v) = value {
+        let from_env = parse_token_list(&v).map_err(|e| format!("{var}: {e}"))?;
+        if from_env.is_empty() {
+            return Err(format!(
+                "{var}: set but holds no token (unset it to {unset})"
+            ));
+        }
+        tokens.extend(from_env);
+    }
+    Ok(tokens)
 }
 
 /// Tokens of a file: one a line, surrounding whitespace trimmed; blank lines and lines
