@@ -4,8 +4,7 @@
 
 mod support;
 
-use diffgap::data::pairs::{write_named, PairedSet};
-use diffgap::data::synthetic::{generate, SyntheticSpec};
+use diffgap::data::pairs::PairedSet;
 use diffgap::eval::ladder::BASELINE_MODES;
 use diffgap::eval::report::{evaluate_with_baselines, EvalOptions, Fusion};
 use diffgap::model::artifact;
@@ -63,16 +62,7 @@ fn training_fits_and_stores_the_ladder_and_eval_applies_it() {
 
     // Held-out items: every rung and DiffGAP mode, with a cost, and every mapped set measured.
     // Same seed, so the same space, but items the training file does not hold.
-    let test = tmp.path().join("test.safetensors");
-    let spec = SyntheticSpec {
-        items: 120,
-        captions: 2,
-        dim: 24,
-        latent: 8,
-        seed: 7,
-        offset: 400,
-    };
-    write_named(&test, &generate(&spec)).unwrap();
+    let test = support::synth_held_out(tmp.path(), "test.safetensors", (120, 400), 24, 7);
     let set = PairedSet::load(&test).unwrap();
     let rep = evaluate_with_baselines(
         &model,

@@ -3,8 +3,7 @@
 
 mod support;
 
-use diffgap::data::pairs::{write_named, PairedSet};
-use diffgap::data::synthetic::{generate, SyntheticSpec};
+use diffgap::data::pairs::PairedSet;
 use diffgap::eval::report::{evaluate_model, EvalOptions, Fusion};
 use diffgap::model::artifact;
 use tch::Device;
@@ -32,16 +31,7 @@ fn training_shrinks_the_gap_and_beats_the_contrastive_baseline() {
 
     let model = artifact::load(&cfg.out, Device::Cpu).expect("load");
     // Same seed, so the same space, but 200 items the training file does not hold.
-    let held_out = tmp.path().join("test.safetensors");
-    let spec = SyntheticSpec {
-        items: 200,
-        captions: 2,
-        dim: 32,
-        latent: 8,
-        seed: 10,
-        offset: 800,
-    };
-    write_named(&held_out, &generate(&spec)).unwrap();
+    let held_out = support::synth_held_out(tmp.path(), "test.safetensors", (200, 800), 32, 10);
     let test = PairedSet::load(&held_out).unwrap();
     assert_eq!(
         test.groups[0], 800,

@@ -23,6 +23,18 @@ use tonic_health::pb::HealthCheckRequest;
 pub const TINY_DIM: usize = 16;
 
 pub fn synth_file(dir: &Path, name: &str, items: usize, dim: usize, seed: u64) -> PathBuf {
+    synth_held_out(dir, name, (items, 0), dim, seed)
+}
+
+/// `items` synthetic pairs after the first `offset` of the space drawn by `seed`: with the
+/// seed of a [`synth_file`] of `offset` items, items that file does not hold, from its space.
+pub fn synth_held_out(
+    dir: &Path,
+    name: &str,
+    (items, offset): (usize, usize),
+    dim: usize,
+    seed: u64,
+) -> PathBuf {
     let path = dir.join(name);
     let spec = SyntheticSpec {
         items,
@@ -30,7 +42,7 @@ pub fn synth_file(dir: &Path, name: &str, items: usize, dim: usize, seed: u64) -
         dim,
         latent: 8,
         seed,
-        offset: 0,
+        offset,
     };
     write_named(&path, &generate(&spec)).expect("writing a synthetic file");
     path
