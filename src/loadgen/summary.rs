@@ -1,6 +1,9 @@
 //! What a run measured, as written to `--summary-json` and read back by
 //! `diffgap loadgen-summary` (the service benchmark's goal tables).
 
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// One load level, as printed and as written to `--summary-json`.
@@ -97,4 +100,18 @@ pub struct Summary {
     pub throughput_ratio: Option<f64>,
     /// Open-loop p99 / (2 x the single-batch compute time of the longest step count).
     pub p99_over_twice_batch: Option<f64>,
+}
+
+impl Summary {
+    /// A summary written by `diffgap loadgen --summary-json`.
+    pub fn load(path: &Path) -> Result<Summary> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a `diffgap loadgen --summary-json` summary",
+                path.display()
+            )
+        })
+    }
 }
