@@ -9,8 +9,8 @@
 #   scripts/build-corpus.sh --fetch-only freedesktop   # only fetch/extract the named sources
 #   scripts/build-corpus.sh -- --only wesnoth --out /tmp/c   # extra arguments to the command
 #
-# Environment: DIFFGAP_DEBS (default .cache/debs), DIFFGAP_BIN (default target/release/diffgap,
-# built when missing).
+# Environment: DIFFGAP_DEBS (default .cache/debs), DIFFGAP_BIN (default
+# ${CARGO_TARGET_DIR:-target}/release/diffgap, built when missing; it lists the packages too).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-BIN="${DIFFGAP_BIN:-target/release/diffgap}"
+BIN="${DIFFGAP_BIN:-${CARGO_TARGET_DIR:-target}/release/diffgap}"
 if ! [ -x "$BIN" ]; then
   source scripts/env.sh
   cargo build --release
