@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use diffgap::bench::timing::{time_median, BridgeCall};
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::eval::retrieval::median;
 use diffgap::loadgen::lcg_vector;
@@ -34,21 +35,19 @@ fn bridge_ms_per_step(m: &DiffgapModel) -> Result<f64> {
         .directions
         .first()
         .context("the model has no direction")?;
-    let x = Tensor::randn([ROWS as i64, m.dim()], (Kind::Float, Device::Cpu));
-    let seeds: Vec<u64> = (0..ROWS as u64).collect();
-    let o = SampleOptions {
-        steps: 10,
-        guidance: m.card.defaults.guidance,
-        samples: 1,
+    let call = BridgeCall {
+        model: m,
+        x: Tensor::randn([ROWS as i64, m.dim()], (Kind::Float, Device::Cpu)),
+        from: &d.condition,
+        to: &d.target,
+        seeds: (0..ROWS as u64).collect(),
+        opts: SampleOptions {
+            steps: 10,
+            guidance: m.card.defaults.guidance,
+            samples: 1,
+        },
     };
-    let run = || -> Result<f64> {
-        let t = Instant::now();
-        let _ = m.bridge(&x, &d.condition, &d.target, &seeds, o)?;
-        Ok(t.elapsed().as_secs_f64() * 1e3 / 10.0)
-    };
-    run()?;
-    let mut v = (0..3).map(|_| run()).collect::<Result<Vec<_>>>()?;
-    Ok(median(&mut v))
+    Ok(time_median(3, || call.run())? * 1e3 / 10.0)
 }
 
 /// A bridge timed on a thread of its own, which ends (and frees its OpenMP team) afterwards.

@@ -105,43 +105,8 @@ bench() {
 
 bench step --open-fraction "$OPEN_FRACTION"
 # The same absolute open-loop rate for request-level batching.
-RATE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["open_rate"])' "$OUT/step.json")
+RATE=$("$BIN" loadgen-summary open-rate "$OUT/step.json")
 bench request --rate "$RATE"
 
-python3 - "$OUT/step.json" "$OUT/request.json" <<'PY'
-import json, sys
-step, req = (json.load(open(p)) for p in sys.argv[1:3])
-def table(s):
-    rows = s["closed"] + ([s["open"]] if s["open"] else [])
-    return {r["load"]: r for r in rows}
-ts, tr = table(step), table(req)
-print("\n| load | step-level req/s | p50 / p95 / p99 ms | request-level req/s | p50 / p95 / p99 ms |")
-print("|---|---|---|---|---|")
-for load in ts:
-    a = ts[load]
-    b = tr.get(load)
-    fmt = lambda r: f"{r['requests_per_s']:.1f} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} / {r['p99_ms']:.0f}"
-    name = load if not load.endswith("rps") else f"open loop {load}"
-    print(f"| {name} | {fmt(a)} | {fmt(b) if b else '-'} |")
-ip = step["in_process"]
-print()
-for p in ip["per_steps"]:
-    one = p["one_item_seconds"]
-    print(f"in-process, {p['steps']} steps: {p['items_per_s']:.0f} items/s at batch {p['batch']} per instance "
-          f"({p['batch_seconds']*1e3:.1f} ms per batch" + (f", {one*1e3:.1f} ms for one item)" if one else ")"))
-for l in ip["layouts"]:
-    print(f"in-process mix, {l['instances']} instance(s) x {l['threads']} thread(s): {l['mix_items_per_s']:.0f} items/s")
-pinned = f", on CPUs {ip['cpus']}" if ip.get("cpus") else ""
-print(f"in-process best: {ip['mix_items_per_s']:.0f} items/s ({ip['device']}{pinned}, {ip['instances']} instance(s) x {ip['threads']} thread(s))")
-for name, s in (("step", step), ("request", req)):
-    rounds = ", ".join(f"{r['service_items_per_s']:.0f}/{r['in_process_items_per_s']:.0f} = {r['ratio']:.3f}" for r in s["ratio_rounds"])
-    print(f"throughput rounds, {name}-level (service/in-process items/s): {rounds}")
-    client = sorted(r["client_cores"] for r in s["ratio_rounds"] if r.get("client_cores") is not None)
-    if client:
-        print(f"  the load generator's own CPU during the service rounds: median {client[len(client) // 2]:.3f} cores")
-print()
-print(f"goal 1, saturation / in-process (>= 0.9): step {step['throughput_ratio']:.3f}, request {req['throughput_ratio']:.3f}")
-print(f"goal 2, p99 at half saturation / (2 x single-batch compute) (< 1): step {step['p99_over_twice_batch']:.3f}, request {req['p99_over_twice_batch']:.3f}")
-o_s, o_r = step["open"], req["open"]
-print(f"goal 3, step vs request p99 at {o_s['load']} (step < request): {o_s['p99_ms']:.0f} ms vs {o_r['p99_ms']:.0f} ms, ratio {o_s['p99_ms']/o_r['p99_ms']:.3f}")
-PY
+# The two runs side by side, and the three goal ratios.
+"$BIN" loadgen-summary goals --step "$OUT/step.json" --request "$OUT/request.json"

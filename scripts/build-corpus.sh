@@ -9,8 +9,8 @@
 #   scripts/build-corpus.sh --fetch-only freedesktop   # only fetch/extract the named sources
 #   scripts/build-corpus.sh -- --only wesnoth --out /tmp/c   # extra arguments to the command
 #
-# Environment: DIFFGAP_DEBS (default .cache/debs), DIFFGAP_BIN (default target/release/diffgap,
-# built when missing).
+# Environment: DIFFGAP_DEBS (default .cache/debs), DIFFGAP_BIN (default
+# ${CARGO_TARGET_DIR:-target}/release/diffgap, built when missing; it lists the packages too).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,23 +27,19 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# The packages of the sources file: "source name version deb sha256" lines.
-packages() {
-  awk -F' = ' '
-    /^\[\[package\]\]/ { if (name != "") print src, name, ver, deb, sha; src=name=ver=deb=sha="" }
-    $1 == "source" { gsub(/"/, "", $2); src = $2 }
-    $1 == "name" { gsub(/"/, "", $2); name = $2 }
-    $1 == "version" { gsub(/"/, "", $2); ver = $2 }
-    $1 == "deb" { gsub(/"/, "", $2); deb = $2 }
-    $1 == "sha256" { gsub(/"/, "", $2); sha = $2 }
-    END { if (name != "") print src, name, ver, deb, sha }
-  ' "$SOURCES"
-}
+BIN="${DIFFGAP_BIN:-${CARGO_TARGET_DIR:-target}/release/diffgap}"
+if ! [ -x "$BIN" ]; then
+  source scripts/env.sh
+  cargo build --release
+fi
+# The packages of the sources file (all, or the --fetch-only ones): "source name version deb
+# sha256" lines, from the same parser as the command's.
+packages="$("$BIN" corpus packages --sources "$SOURCES" ${WANT:+--only "$WANT"})"
 
 mkdir -p "$DEBS"
 updated=""
 while read -r src name ver deb sha; do
-  if [ -n "$WANT" ] && ! [[ ",$WANT," == *",$src,"* ]]; then continue; fi
+  [ -n "$src" ] || continue
   file="$DEBS/$deb"
   if [ -f "$file" ] && [ "$(sha256sum "$file" | cut -d' ' -f1)" = "$sha" ]; then
     :
@@ -77,13 +73,8 @@ while read -r src name ver deb sha; do
   mkdir -p "$DEBS/$name"
   dpkg-deb -x "$file" "$DEBS/$name"
   echo "$sha" > "$stamp"
-done < <(packages)
+done <<< "$packages"
 
 if [ -n "$FETCH_ONLY" ]; then exit 0; fi
 
-BIN="${DIFFGAP_BIN:-target/release/diffgap}"
-if ! [ -x "$BIN" ]; then
-  source scripts/env.sh
-  cargo build --release
-fi
 exec "$BIN" corpus build --sources "$SOURCES" --debs "$DEBS" "${ARGS[@]}"

@@ -20,12 +20,13 @@ stages="$R/stages.tsv"
 
 # Appends "name, seconds, output bytes" to $stages.new (an up-to-date cached stage takes ~0 s).
 stage() { # name, output path, command...
-  local name=$1 out=$2 t0 t1
+  local name=$1 out=$2 t0 t1 tenths
   shift 2
-  t0=$(date +%s.%N)
+  t0=$(date +%s%N)
   "$@"
-  t1=$(date +%s.%N)
-  printf '%s\t%.1f\t%s\n' "$name" "$(python3 -c "print($t1 - $t0)")" "$(du -sb "$out" | cut -f1)" >> "$stages.new"
+  t1=$(date +%s%N)
+  tenths=$(( (t1 - t0 + 50000000) / 100000000 ))
+  printf '%s\t%d.%d\t%s\n' "$name" $((tenths / 10)) $((tenths % 10)) "$(du -sb "$out" | cut -f1)" >> "$stages.new"
 }
 
 : > "$stages.new"

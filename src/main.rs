@@ -43,6 +43,13 @@ enum Command {
     /// Load a running server (closed loop over concurrencies, open loop at a rate) and print
     /// throughput and latency percentiles next to the in-process engine's best throughput.
     Loadgen(diffgap::loadgen::LoadgenArgs),
+    /// The service benchmark's tables from `diffgap loadgen --summary-json` files (run by
+    /// scripts/bench-service.sh).
+    #[command(subcommand)]
+    LoadgenSummary(diffgap::loadgen::report::LoadgenSummaryCommand),
+    /// The results pages under docs/results (run by scripts/results.sh).
+    #[command(subcommand)]
+    Results(diffgap::eval::results::ResultsCommand),
     /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
     /// reflection, and Prometheus metrics on their own port) until SIGINT or SIGTERM, then
     /// drain. Settings layer: defaults < diffgap.toml (or --config FILE / DIFFGAP_CONFIG) <
@@ -105,6 +112,9 @@ enum CorpusCommand {
     /// split, package, version, path, licence, rendering parameters) and the summary from the
     /// extracted packages; split by sound identity; a no-op when the output is up to date.
     Build(diffgap::corpus::CorpusBuildArgs),
+    /// Print the pinned packages of the sources file, one `source name version deb sha256`
+    /// line each (what scripts/build-corpus.sh fetches, checks and extracts).
+    Packages(diffgap::corpus::CorpusPackagesArgs),
 }
 
 #[derive(Subcommand)]
@@ -216,6 +226,8 @@ fn main() -> Result<()> {
         }
         Command::Bench(args) => bench::run(&args)?,
         Command::Loadgen(args) => diffgap::loadgen::run(&args)?,
+        Command::LoadgenSummary(cmd) => cmd.run()?,
+        Command::Results(cmd) => cmd.run()?,
         Command::Serve(_) => serve(serve_cfg.context("the serve configuration")?)?,
         Command::Health(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -244,6 +256,7 @@ fn main() -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Corpus(CorpusCommand::Packages(args)) => print!("{}", args.listing()?),
         Command::Projection(cmd) => cmd.run()?,
         Command::Catalog(CatalogCommand::Build(args)) => {
             let meta = diffgap::service::catalog::build(&args)?;

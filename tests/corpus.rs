@@ -15,6 +15,8 @@ fn fetch() {
     let status = Command::new("bash")
         .arg(root().join("scripts/build-corpus.sh"))
         .args(["--fetch-only", "freedesktop,timgm6mb"])
+        // The script lists the packages with the binary under test.
+        .env("DIFFGAP_BIN", env!("CARGO_BIN_EXE_diffgap"))
         .current_dir(root())
         .status()
         .expect("run scripts/build-corpus.sh");

@@ -105,6 +105,26 @@ pub struct CorpusBuildArgs {
     pub threads: Option<usize>,
 }
 
+/// `diffgap corpus packages` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CorpusPackagesArgs {
+    /// The pinned packages.
+    #[arg(long, default_value = "models/corpus-sources.toml")]
+    pub sources: PathBuf,
+    /// Only these sources (comma-separated: tuxpaint, wesnoth, freedesktop, timgm6mb).
+    #[arg(long, value_delimiter = ',', value_parser = parse_source)]
+    pub only: Vec<Source>,
+}
+
+impl CorpusPackagesArgs {
+    /// One `source name version deb sha256` line per package, as scripts/build-corpus.sh
+    /// reads them.
+    pub fn listing(&self) -> Result<String, sources::SourcesError> {
+        let (file, _) = sources::SourcesFile::load(&self.sources)?;
+        file.fetch_list(&self.only)
+    }
+}
+
 fn parse_source(s: &str) -> Result<Source, String> {
     Source::parse(s).ok_or_else(|| {
         format!("unknown source {s:?}; known: tuxpaint, wesnoth, freedesktop, timgm6mb")

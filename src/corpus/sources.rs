@@ -64,6 +64,12 @@ pub enum SourcesError {
         expected: String,
         actual: String,
     },
+    #[error("sources file: package {package}: {field} {value:?} is empty or holds whitespace")]
+    NotAWord {
+        package: String,
+        field: &'static str,
+        value: String,
+    },
     #[error(
         "{dir}: not extracted from the pinned .deb (stamp {stamp}); run scripts/build-corpus.sh"
     )]
@@ -84,6 +90,37 @@ impl SourcesFile {
             }
         }
         Ok((file, text))
+    }
+
+    /// The packages of the `only` sources (all when empty), in the file's order, one line
+    /// each: `source name version deb sha256` (what scripts/build-corpus.sh fetches, checks
+    /// and extracts).
+    pub fn fetch_list(&self, only: &[Source]) -> Result<String, SourcesError> {
+        let mut out = String::new();
+        let wanted = |p: &&Package| only.is_empty() || only.iter().any(|s| s.name() == p.source);
+        for p in self.packages.iter().filter(wanted) {
+            let fields = [
+                ("source", &p.source),
+                ("name", &p.name),
+                ("version", &p.version),
+                ("deb", &p.deb),
+                ("sha256", &p.sha256),
+            ];
+            let mut line = Vec::with_capacity(fields.len());
+            for (field, value) in fields {
+                if value.is_empty() || value.chars().any(char::is_whitespace) {
+                    return Err(SourcesError::NotAWord {
+                        package: p.name.clone(),
+                        field,
+                        value: value.clone(),
+                    });
+                }
+                line.push(value.as_str());
+            }
+            out.push_str(&line.join(" "));
+            out.push('\n');
+        }
+        Ok(out)
     }
 
     pub fn package(&self, source: Source) -> Result<&Package, SourcesError> {
@@ -133,4 +170,66 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = r#"
+suite = "bookworm"
+
+[[package]]
+source = "wesnoth"
+name = "wesnoth-1.16-data"
+version = "1:1.16.9-1"
+deb = "wesnoth-1.16-data_1%3a1.16.9-1_all.deb"
+sha256 = "aa"
+size = 1
+licence = "GPL-2+"
+licence_note = "free text, with spaces = and quotes \" in it"
+
+[[package]]
+source = "freedesktop"
+name = "sound-theme-freedesktop"
+version = "0.8-2"
+deb = "sound-theme-freedesktop_0.8-2_all.deb"
+sha256 = "bb"
+size = 2
+"#;
+
+    #[test]
+    fn the_fetch_list_has_one_line_per_wanted_package_in_file_order() {
+        let file: SourcesFile = toml::from_str(TWO).expect("valid");
+        assert_eq!(
+            file.fetch_list(&[]).expect("listed"),
+            "wesnoth wesnoth-1.16-data 1:1.16.9-1 wesnoth-1.16-data_1%3a1.16.9-1_all.deb aa\n\
+             freedesktop sound-theme-freedesktop 0.8-2 sound-theme-freedesktop_0.8-2_all.deb bb\n"
+        );
+        assert_eq!(
+            file.fetch_list(&[Source::Freedesktop]).expect("listed"),
+            "freedesktop sound-theme-freedesktop 0.8-2 sound-theme-freedesktop_0.8-2_all.deb bb\n"
+        );
+        assert_eq!(file.fetch_list(&[Source::Tuxpaint]).expect("listed"), "");
+    }
+
+    #[test]
+    fn a_field_the_script_cannot_split_is_refused() {
+        let mut file: SourcesFile = toml::from_str(TWO).expect("valid");
+        file.packages[1].version = "0.8 2".into();
+        let e = file.fetch_list(&[]).expect_err("a space in the version");
+        assert!(e.to_string().contains("version \"0.8 2\""), "{e}");
+        file.packages[1].version = String::new();
+        assert!(file.fetch_list(&[]).is_err());
+    }
+
+    #[test]
+    fn the_pinned_sources_list_every_source() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/corpus-sources.toml");
+        let (file, _) = SourcesFile::load(&path).expect("the pinned sources");
+        let list = file.fetch_list(&[]).expect("listed");
+        let sources: Vec<&str> = list.lines().filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(sources, ["tuxpaint", "wesnoth", "freedesktop", "timgm6mb"]);
+        assert!(list.lines().all(|l| l.split(' ').count() == 5), "{list}");
+    }
 }

@@ -8,6 +8,7 @@
 //!
 //! - [`attach`]: copying exported encoders into a model directory;
 //! - [`folder`]: a folder of audio files through the audio encoder (catalogs);
+//! - [`head`]: the projection heads into the space (trained by [`crate::projection`]);
 //! - [`module`]: loading any TorchScript file and holding it to an input/output contract;
 //! - [`text`], [`audio`], [`video`]: one encoder each.
 
@@ -15,6 +16,7 @@ pub mod attach;
 pub mod audio;
 pub mod error;
 pub mod folder;
+pub mod head;
 pub mod module;
 pub mod text;
 pub mod video;
@@ -27,12 +29,12 @@ use tch::{Device, Tensor};
 
 pub use audio::AudioEncoder;
 pub use error::EncoderError;
+pub use head::Heads;
 pub use text::TextEncoder;
 pub use video::VideoEncoder;
 
 use crate::diffusion::normalize::l2_normalize;
 use crate::model::artifact::sha256_file;
-use crate::projection::head::Heads;
 
 /// The folder of a model directory that holds its encoders.
 pub const ENCODERS_DIR: &str = "encoders";

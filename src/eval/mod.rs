@@ -8,6 +8,7 @@ pub mod ladder;
 pub mod plot;
 pub mod render;
 pub mod report;
+pub mod results;
 pub mod retrieval;
 pub mod sweep;
 pub mod views;

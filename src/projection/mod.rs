@@ -2,11 +2,10 @@
 //! audio) and two trained projection heads into a shared space. It gives DiffGAP a real
 //! contrastive space with a real modality gap when no CLAP checkpoint is reachable.
 //!
-//! - [`head`]: the projection heads (used at training and at serving time);
+//! - the projection heads themselves are a runtime piece: [`crate::encoders::head`];
 //! - [`raw`]: the frozen encoders' outputs on a corpus (the training input);
 //! - [`train`]: symmetric multi-positive InfoNCE with a learned temperature.
 
-pub mod head;
 pub mod raw;
 pub mod train;
 

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::head::Heads;
 use crate::data::pairs::{write_named, GROUP_KEY};
 use crate::device::DeviceChoice;
 use crate::diffusion::normalize::l2_normalize;
+use crate::encoders::head::Heads;
 use crate::eval::retrieval::{evaluate, RetrievalMetrics};
 
 #[derive(Debug, Clone, clap::Args)]

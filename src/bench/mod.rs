@@ -1,9 +1,12 @@
 //! `diffgap bench`: bridging throughput over batch sizes and step counts, and the denoiser's
 //! achieved GFLOP/s next to a plain matrix product of its widest layer, measured in one run so
 //! the ratio is meaningful on a noisy machine.
+//!
+//! - [`timing`]: the in-process timing shared with `diffgap loadgen` and the model-worker bench.
+
+pub mod timing;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
@@ -11,8 +14,9 @@ use tch::{Kind, Tensor};
 use crate::device::{describe, DeviceChoice};
 use crate::diffusion::denoiser::DenoiserShape;
 use crate::diffusion::sampler::SampleOptions;
-use crate::eval::retrieval::median;
 use crate::model::{artifact, row_seed, DiffgapModel};
+
+use timing::{sync, time_median, BridgeCall};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -44,17 +48,6 @@ pub fn flops_per_row(s: &DenoiserShape) -> f64 {
     2.0 * (embed + blocks + ends)
 }
 
-fn time_median<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<f64> {
-    f()?; // warm-up: allocator and JIT caches
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    Ok(median(&mut times))
-}
-
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
@@ -84,7 +77,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let _g = tch::no_grad_guard();
     for &b in &args.batch_sizes {
         let x = Tensor::randn([b as i64, shape.dim], (Kind::Float, device));
-        let seeds: Vec<u64> = (0..b).map(|i| row_seed(1, i)).collect();
         // The widest layer's shape at this batch size: [b, w] x [w, 3w].
         let lhs = Tensor::randn([b as i64, shape.width], (Kind::Float, device));
         let rhs = Tensor::randn([shape.width, 3 * shape.width], (Kind::Float, device));
@@ -97,16 +89,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         })? / 10.0;
         let mm_gflops = 2.0 * b as f64 * shape.width as f64 * 3.0 * shape.width as f64 / mm / 1e9;
         for &steps in &args.steps {
-            let opts = SampleOptions {
-                steps,
-                guidance: 1.0,
-                samples: 1,
+            let call = BridgeCall {
+                model: &model,
+                x: x.shallow_clone(),
+                from,
+                to,
+                seeds: (0..b).map(|i| row_seed(1, i)).collect(),
+                opts: SampleOptions {
+                    steps,
+                    guidance: 1.0,
+                    samples: 1,
+                },
             };
-            let secs = time_median(args.reps, || {
-                let y = model.bridge(&x, from, to, &seeds, opts)?;
-                let _ = y.sum(Kind::Float).double_value(&[]);
-                Ok(())
-            })?;
+            let secs = time_median(args.reps, || call.run())?;
             let gflops = flops * (b * steps) as f64 / secs / 1e9;
             println!(
                 "| {b} | {steps} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2} |",
@@ -119,10 +114,4 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn sync(device: tch::Device) {
-    if let tch::Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
 }

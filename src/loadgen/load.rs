@@ -1,0 +1,148 @@
+//! The requests `diffgap loadgen` sends: the served model's direction and dimension, asked of
+//! the server once, and deterministic embeddings with the step counts cycled by request index.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tonic::transport::Channel;
+
+use super::args::LoadgenArgs;
+use super::{BridgeItem, BridgeRequest, DiffgapClient, InfoRequest};
+use crate::model::row_seed;
+
+/// What the load needs to know about the served model.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub from: String,
+    pub to: String,
+    pub dim: usize,
+}
+
+/// The shape of every request: its items' embeddings, step counts cycled by request index.
+pub(super) struct Load {
+    target: Target,
+    steps: Vec<usize>,
+    items: usize,
+    samples: usize,
+    timeout: Duration,
+}
+
+impl Load {
+    pub fn new(target: Target, args: &LoadgenArgs) -> Self {
+        Self {
+            target,
+            steps: args.steps.clone(),
+            items: args.items,
+            samples: args.samples,
+            timeout: Duration::from_secs_f64(args.timeout),
+        }
+    }
+
+    fn request(&self, i: usize) -> tonic::Request<BridgeRequest> {
+        let steps = self.steps[i % self.steps.len()];
+        let items = (0..self.items)
+            .map(|j| {
+                let seed = row_seed(i as u64, j);
+                let values = vector(seed, self.target.dim);
+                BridgeItem {
+                    steps: Some(steps as u32),
+                    samples: Some(self.samples as u32),
+                    ..BridgeItem::new(&self.target.from, &self.target.to, values, Some(seed))
+                }
+            })
+            .collect();
+        let mut req = tonic::Request::new(BridgeRequest::new(items));
+        req.set_timeout(self.timeout);
+        req
+    }
+}
+
+/// A deterministic pseudo-random vector with components in [-0.5, 0.5).
+pub(super) fn vector(seed: u64, dim: usize) -> Vec<f32> {
+    lcg_vector(seed | 1, dim)
+}
+
+/// `dim` components in [-0.5, 0.5) from a 64-bit linear congruential generator started at
+/// `state` (deterministic load and test vectors).
+pub fn lcg_vector(state: u64, dim: usize) -> Vec<f32> {
+    let mut s = state;
+    (0..dim)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+/// Request `i` of the load, answered or not.
+pub(super) async fn one(
+    client: &mut DiffgapClient<Channel>,
+    load: &Load,
+    i: usize,
+) -> Result<(), tonic::Status> {
+    client.bridge(load.request(i)).await.map(|_| ())
+}
+
+/// A client of `--addr` and the model it serves (its first model and direction), once the
+/// server answers Info: it waits (bounded) for a server still starting.
+pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel>, Target)> {
+    let channel = Channel::from_shared(args.addr.clone())
+        .context("--addr")?
+        // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
+        .connect_lazy();
+    let mut client = DiffgapClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    // UNAVAILABLE until the server listens and has loaded its model: wait (bounded).
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    let info = loop {
+        match client.info(InfoRequest {}).await {
+            Ok(info) => break info.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < ready_by => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(s) => return Err(anyhow::anyhow!("Info: {s}")),
+        }
+    };
+    let m = info.models.first().context("the server serves no model")?;
+    let dir = m.directions.first().context("the model has no direction")?;
+    let (from, to) = dir
+        .split_once("->")
+        .with_context(|| format!("direction '{dir}'"))?;
+    println!(
+        "server {} ({}, model {}, dim {}, {from}->{to}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request",
+        args.addr,
+        info.device,
+        m.name,
+        m.dim,
+        if args.label.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", args.label)
+        },
+        args.steps,
+        args.items,
+        args.samples
+    );
+    let target = Target {
+        from: from.into(),
+        to: to.into(),
+        dim: m.dim as usize,
+    };
+    Ok((client, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_are_deterministic_and_bounded() {
+        let a = vector(3, 32);
+        assert_eq!(a, vector(3, 32));
+        assert_ne!(a, vector(4, 32));
+        assert!(a.iter().all(|v| (-0.5..0.5).contains(v)));
+    }
+}

@@ -1,0 +1,90 @@
+//! The service side of a run: connect, warm up, the closed-loop sweep over concurrencies, then
+//! the open loop at its rate, each level printed as it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use tonic::transport::Channel;
+
+use super::args::LoadgenArgs;
+use super::load::{connect, one, Load, Target};
+use super::loops::{closed_loop, open_loop, LevelTime};
+use super::report::{header, row};
+use super::summary::LevelSummary;
+use super::DiffgapClient;
+
+/// What [`drive`] measured, with the client and load for later rounds.
+pub(super) struct Driven {
+    pub target: Target,
+    pub client: DiffgapClient<Channel>,
+    pub load: Arc<Load>,
+    pub closed: Vec<LevelSummary>,
+    pub open_rate: Option<f64>,
+    pub open: Option<LevelSummary>,
+}
+
+pub(super) async fn drive(args: &LoadgenArgs) -> Result<Driven> {
+    let (mut client, target) = connect(args).await?;
+    let load = Arc::new(Load::new(target.clone(), args));
+    // Warm the connection and the server.
+    for i in 0..4 {
+        one(&mut client, &load, i)
+            .await
+            .map_err(|s| anyhow::anyhow!("warm-up request: {s}"))?;
+    }
+    let mut closed = Vec::new();
+    let level_time = LevelTime::new(args);
+    if !args.concurrency.is_empty() {
+        println!(
+            "\nclosed loop: up to {} requests or {} s per level, the first {:.1} s not counted",
+            args.requests,
+            args.max_seconds,
+            level_time.warmup.as_secs_f64()
+        );
+        header();
+        for &c in &args.concurrency {
+            let r = closed_loop(&client, &load, c, args.requests, level_time).await;
+            let r = r.summary(&format!("conc {c}"), args.items);
+            row(&r);
+            closed.push(r);
+        }
+    }
+    let rate = match args.open_fraction {
+        Some(f) => {
+            let saturation = closed.iter().map(|r| r.requests_per_s).fold(0.0, f64::max);
+            if saturation <= 0.0 {
+                bail!("--open-fraction needs a closed-loop sweep that completed requests");
+            }
+            println!(
+                "\nopen-loop rate: {f} x saturation {saturation:.1} req/s = {:.1} req/s",
+                f * saturation
+            );
+            f * saturation
+        }
+        None => args.rate,
+    };
+    let mut open = None;
+    if rate > 0.0 {
+        println!("\nopen loop: {rate:.1} req/s for {} s", args.open_seconds);
+        header();
+        let r = open_loop(
+            &client,
+            &load,
+            rate,
+            Duration::from_secs_f64(args.open_seconds),
+        )
+        .await;
+        let r = r.summary(&format!("{rate:.0} rps"), args.items);
+        row(&r);
+        open = Some(r);
+    }
+    Ok(Driven {
+        target,
+        client,
+        load,
+        closed,
+        open_rate: (rate > 0.0).then_some(rate),
+        open,
+    })
+}
