@@ -26,9 +26,9 @@ use tonic::transport::Channel;
 use crate::device::{describe, DeviceChoice};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::{artifact, row_seed, DiffgapModel};
+use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::proto::diffgap_client::DiffgapClient;
 use crate::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
-use crate::service::threads::{self, IoThreadPolicy};
 use crate::service::worker::WorkerOptions;
 
 #[derive(Debug, Clone, clap::Args)]

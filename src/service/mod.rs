@@ -17,23 +17,11 @@
 //! - [`telemetry`]: the log subscriber (text or JSON);
 //! - [`threads`]: the async runtime, and its threads' scheduling against the model threads.
 
-pub mod admin;
-pub mod catalog;
+pub mod api;
 pub mod config;
-pub mod embedder;
 pub mod error;
-pub mod grpc;
-pub mod metrics;
-pub mod rank;
-pub mod raw_input;
-pub mod reload;
-pub mod repository;
-pub mod request_id;
-pub mod scheduler;
-pub mod security;
-pub mod telemetry;
-pub mod threads;
-pub mod validate;
+pub mod ops;
+pub mod request;
 pub mod worker;
 
 use std::future::Future;
@@ -43,6 +31,10 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+
+use api::security;
+use ops::metrics;
+use request::repository;
 
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 pub use error::ServiceError;
@@ -207,9 +199,9 @@ impl Listening {
         } else {
             "off (no admin token; SIGHUP only)"
         };
-        let service = grpc::DiffgapService::new(
+        let service = api::service::DiffgapService::new(
             repo.clone(),
-            grpc::Limits {
+            api::service::Limits {
                 max_items_per_request: cfg.max_items_per_request,
                 max_batch_rows: cfg.max_batch_rows,
                 queue_capacity: cfg.queue_capacity,
@@ -366,7 +358,7 @@ async fn set_status(reporter: &tonic_health::server::HealthReporter, status: Ser
     reporter.set_service_status("", status).await;
     reporter
         .set_service_status(
-            <DiffgapServer<grpc::DiffgapService> as tonic::server::NamedService>::NAME,
+            <DiffgapServer<api::service::DiffgapService> as tonic::server::NamedService>::NAME,
             status,
         )
         .await;

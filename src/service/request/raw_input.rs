@@ -1,18 +1,18 @@
 //! Raw inputs (text, audio bytes or samples, video frames) of a request, validated, decoded and
-//! run through the model's encoders ([`super::embedder`]) before the request goes on as
+//! run through the model's encoders ([`crate::service::worker::embedder`]) before the request goes on as
 //! embeddings. Audio is decoded on the blocking pool, never on the async workers; the encoders
 //! run on the model worker ([`WorkerHandle::embed`]).
 
 use std::time::Instant;
 
-use super::embedder::{EmbedderInfo, RawInput};
-use super::error::ServiceError;
-use super::proto::{self, raw_input::Input};
-use super::worker::WorkerHandle;
 use crate::audio::decode::{decode, DecodeError, DecodeOptions};
 use crate::audio::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use crate::audio::resample::resample;
 use crate::encoders::text::MAX_TEXT_BYTES;
+use crate::service::error::ServiceError;
+use crate::service::proto::{self, raw_input::Input};
+use crate::service::worker::embedder::{EmbedderInfo, RawInput};
+use crate::service::worker::WorkerHandle;
 
 /// A raw input to resolve: the request field it came from, the modality the request says it
 /// is (empty: any), and the input.
@@ -58,7 +58,7 @@ pub async fn resolve(
     })
 }
 
-pub use super::embedder::Embedded;
+pub use crate::service::worker::embedder::Embedded;
 
 /// Checks one raw input against the encoders and turns it into what the encoder worker takes.
 async fn prepare(

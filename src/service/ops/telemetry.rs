@@ -4,7 +4,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use super::config::LogFormat;
+use crate::service::config::LogFormat;
 
 /// Installs the global subscriber; a second call (or one after another subscriber) is a no-op.
 pub fn init(format: LogFormat) {

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tch::{Kind, Tensor};
 
-use super::error::ServiceError;
-use super::proto;
-use super::worker::{BridgeRow, ModelInfo, RowStart, WorkerHandle};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::FusionWeights;
 use crate::model::row_seed;
+use crate::service::error::ServiceError;
+use crate::service::proto;
+use crate::service::worker::{BridgeRow, ModelInfo, RowStart, WorkerHandle};
 
 /// What a validated Rank asks for.
 pub struct Plan {

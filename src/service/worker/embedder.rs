@@ -15,8 +15,8 @@ use tch::Device;
 use tokio::sync::oneshot;
 use tracing::Span;
 
-use super::error::ServiceError;
 use crate::encoders::{self, EncoderError, EncoderSet, ENCODERS_DIR};
+use crate::service::error::ServiceError;
 
 /// One raw input, ready for its encoder (audio already decoded and resampled).
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,9 @@
 //! Requests carry an optional deadline; expired requests and those whose client went away are
 //! dropped before they reach the model.
 
+pub mod embedder;
+pub mod scheduler;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,18 +32,18 @@ use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
-use super::catalog::CatalogData;
-use super::config::ServeConfig;
-use super::embedder::{self, EmbedJob, Embedded, EmbedderInfo, RawInput};
-use super::error::ServiceError;
-use super::scheduler::{drop_reason, DropReason, Scheduler};
-pub use super::scheduler::{Batching, StatsSnapshot, WorkerStats};
-use super::threads::{self, IoThreadPolicy};
 use crate::device::describe;
 use crate::diffusion::sampler::{RowStep, SampleOptions};
 use crate::encoders::EncoderSet;
 use crate::model::card::{FusionWeights, SamplingDefaults};
 use crate::model::{artifact, DiffgapModel, ModelError};
+use crate::service::config::ServeConfig;
+use crate::service::error::ServiceError;
+use crate::service::ops::threads::{self, IoThreadPolicy};
+use crate::service::request::catalog::CatalogData;
+use crate::service::worker::embedder::{EmbedJob, Embedded, EmbedderInfo, RawInput};
+use crate::service::worker::scheduler::{drop_reason, DropReason, Scheduler};
+pub use crate::service::worker::scheduler::{Batching, StatsSnapshot, WorkerStats};
 
 /// One embedding to bridge (or refine), as plain data: `embedding` (modality `from`) is the
 /// condition, `to` the modality sampled.
@@ -298,7 +301,7 @@ impl WorkerHandle {
     }
 
     /// [`WorkerHandle::bridge`] with a deadline (e.g. from the request's `grpc-timeout`, see
-    /// [`super::scheduler::deadline_from_metadata`]): if it passes before the rows are done,
+    /// [`crate::service::worker::scheduler::deadline_from_metadata`]): if it passes before the rows are done,
     /// they are dropped from the batch and the answer is `DeadlineExceeded`.
     pub async fn bridge_until(
         &self,

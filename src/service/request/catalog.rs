@@ -347,7 +347,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<CatalogMeta> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         model: model.card.name.clone(),
-        model_fingerprint: super::worker::fingerprint(&model.card),
+        model_fingerprint: crate::service::worker::fingerprint(&model.card),
         modality: args.modality.clone(),
         dim: model.dim().max(0) as usize,
         ids,

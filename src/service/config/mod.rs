@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::Batching;
-use super::threads::IoThreadPolicy;
 use crate::device::DeviceChoice;
+use crate::service::ops::threads::IoThreadPolicy;
+use crate::service::worker::scheduler::Batching;
 
 /// The file read when neither `--config` nor `DIFFGAP_CONFIG` names one (skipped if absent).
 pub const DEFAULT_FILE: &str = "diffgap.toml";

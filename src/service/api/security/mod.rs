@@ -9,13 +9,15 @@
 //!   kept only as SHA-256 digests, compared in constant time against every configured token,
 //!   and never logged or printed (`diffgap config print` shows the file's path, not its
 //!   content). `grpc.health.v1.Health` stays open, so load balancers and probes need no
-//!   token; reflection and `diffgap.v1.Diffgap` need one. Admin tokens (see [`super::admin`])
+//!   token; reflection and `diffgap.v1.Diffgap` need one. Admin tokens (see [`crate::service::api::security::admin`])
 //!   are accepted too.
 //!
 //! Everything is read and checked at start-up ([`Security::load`]); every error names the key
 //! (or the variable) it is about.
 //!
 //! [`check_health`] is the client side of `diffgap health` (the container's HEALTHCHECK).
+
+pub mod admin;
 
 use std::fmt;
 use std::future::Future;
@@ -31,7 +33,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use super::config::ServeConfig;
+use crate::service::config::ServeConfig;
 
 /// The environment variable that may hold bearer tokens (separated by commas or whitespace).
 pub const AUTH_TOKENS_ENV: &str = "DIFFGAP_AUTH_TOKENS";
@@ -66,12 +68,12 @@ impl fmt::Debug for Security {
 
 impl Security {
     /// Reads the certificate, key and CA files and the tokens named by `cfg` and by the
-    /// process environment's [`AUTH_TOKENS_ENV`] and [`super::admin::ADMIN_TOKENS_ENV`].
+    /// process environment's [`AUTH_TOKENS_ENV`] and [`crate::service::api::security::admin::ADMIN_TOKENS_ENV`].
     pub fn load(cfg: &ServeConfig) -> Result<Self, String> {
         Self::load_with_env(
             cfg,
             std::env::var(AUTH_TOKENS_ENV).ok(),
-            std::env::var(super::admin::ADMIN_TOKENS_ENV).ok(),
+            std::env::var(crate::service::api::security::admin::ADMIN_TOKENS_ENV).ok(),
         )
     }
 
@@ -117,7 +119,7 @@ impl Security {
             (AUTH_TOKENS_ENV, env_tokens),
             "turn authentication off",
         )?;
-        let admin = super::admin::load(cfg, env_admin)?;
+        let admin = crate::service::api::security::admin::load(cfg, env_admin)?;
         let auth = if tokens.is_empty() {
             BearerAuthLayer::open()
         } else {

@@ -1,11 +1,11 @@
 //! Request validation against a model and the server's limits: every check names the field
 //! and the limit it broke (INVALID_ARGUMENT), so that no client input reaches a panic.
 
-use super::error::ServiceError;
-use super::worker::{BridgeRow, ModelInfo, RowStart};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::direction_key;
 use crate::model::row_seed;
+use crate::service::error::ServiceError;
+use crate::service::worker::{BridgeRow, ModelInfo, RowStart};
 
 /// Largest accepted `samples`.
 pub const MAX_SAMPLES: usize = 64;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use super::proto;
+use crate::service::proto;
 
 pub const REQUEST_ID: &str = "x-request-id";
 pub const QUEUE_TIME: &str = "x-queue-time-ms";

@@ -12,20 +12,20 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::error::ServiceError;
-use super::metrics;
-use super::proto::{self, diffgap_server::Diffgap, RankMode};
-use super::rank::{self, Candidates, Plan};
-use super::raw_input::{self, Slot};
-use super::repository::{Repository, Served};
-use super::request_id::{self, Timed};
-use super::security::Tokens;
-use super::validate::{self, check_count, check_direction, check_modality};
-use super::worker::{BridgeRow, ModelInfo, RowStart};
 use crate::model::card::{direction_key, FusionWeights};
 use crate::model::row_seed;
+use crate::service::api::request_id::{self, Timed};
+use crate::service::api::security::Tokens;
+use crate::service::error::ServiceError;
+use crate::service::ops::metrics;
+use crate::service::proto::{self, diffgap_server::Diffgap, RankMode};
+use crate::service::request::rank::{self, Candidates, Plan};
+use crate::service::request::raw_input::{self, Slot};
+use crate::service::request::repository::{Repository, Served};
+use crate::service::request::validate::{self, check_count, check_direction, check_modality};
+use crate::service::worker::{BridgeRow, ModelInfo, RowStart};
 
-pub use super::validate::{MAX_GUIDANCE, MAX_SAMPLES};
+pub use crate::service::request::validate::{MAX_GUIDANCE, MAX_SAMPLES};
 
 /// The per-request limits of the service.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +54,7 @@ impl DiffgapService {
         }
     }
 
-    /// Lets the holders of `admin` tokens call Reload (see [`super::admin`]).
+    /// Lets the holders of `admin` tokens call Reload (see [`crate::service::api::security::admin`]).
     pub fn with_admin(mut self, admin: Option<Tokens>) -> Self {
         self.admin = admin;
         self
@@ -441,7 +441,7 @@ impl DiffgapService {
 
     async fn reload_impl(&self) -> Result<proto::ReloadResponse, ServiceError> {
         let report = self.repo.reload().await?;
-        let outcome = |o: super::repository::Outcome| proto::ReloadOutcome {
+        let outcome = |o: crate::service::request::repository::Outcome| proto::ReloadOutcome {
             reloaded: o.error.is_none(),
             error: o.error.unwrap_or_default(),
             name: o.name,
@@ -658,7 +658,8 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::BridgeRequest>,
     ) -> Result<Response<proto::BridgeResponse>, Status> {
-        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
+        let deadline =
+            crate::service::worker::scheduler::deadline_from_metadata(request.metadata());
         self.handle(
             "Bridge",
             request,
@@ -672,7 +673,8 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::RankRequest>,
     ) -> Result<Response<proto::RankResponse>, Status> {
-        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
+        let deadline =
+            crate::service::worker::scheduler::deadline_from_metadata(request.metadata());
         self.handle(
             "Rank",
             request,
@@ -694,7 +696,8 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::RefineRequest>,
     ) -> Result<Response<proto::RefineResponse>, Status> {
-        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
+        let deadline =
+            crate::service::worker::scheduler::deadline_from_metadata(request.metadata());
         self.handle(
             "Refine",
             request,
@@ -708,7 +711,8 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<proto::EmbedRequest>,
     ) -> Result<Response<proto::EmbedResponse>, Status> {
-        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
+        let deadline =
+            crate::service::worker::scheduler::deadline_from_metadata(request.metadata());
         self.handle(
             "Embed",
             request,
@@ -731,7 +735,10 @@ impl Diffgap for DiffgapService {
             request,
             |_| (0, ""),
             |_| async move {
-                super::admin::check(self.admin.as_ref(), authorization.as_deref())?;
+                crate::service::api::security::admin::check(
+                    self.admin.as_ref(),
+                    authorization.as_deref(),
+                )?;
                 self.reload_impl().await
             },
         )
@@ -747,7 +754,8 @@ impl Diffgap for DiffgapService {
         &self,
         request: Request<Streaming<proto::BridgeStreamRequest>>,
     ) -> Result<Response<Self::BridgeStreamStream>, Status> {
-        let deadline = super::scheduler::deadline_from_metadata(request.metadata());
+        let deadline =
+            crate::service::worker::scheduler::deadline_from_metadata(request.metadata());
         let id = request_id::from_metadata(request.metadata());
         let mut input = request.into_inner();
         let repo = self.repo.clone();

@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use tch::{Kind, Tensor};
 
-use super::error::ServiceError;
-use super::worker::{Bridged, Job, RowStart};
 use crate::diffusion::noise::{normal_rows, Purpose};
 use crate::diffusion::normalize::l2_normalized;
 use crate::diffusion::sampler::RowStep;
 use crate::model::DiffgapModel;
+use crate::service::error::ServiceError;
+use crate::service::worker::{Bridged, Job, RowStart};
 
 /// How the worker batches: per denoising step (continuous) or per whole request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -1,0 +1,3 @@
+pub mod request_id;
+pub mod security;
+pub mod service;

@@ -1,0 +1,3 @@
+pub mod metrics;
+pub mod telemetry;
+pub mod threads;
