@@ -21,7 +21,9 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod ops;
+pub mod proto;
 pub mod request;
+pub mod types;
 pub mod worker;
 
 use std::future::Future;
@@ -38,43 +40,6 @@ use request::repository;
 
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 pub use error::ServiceError;
-
-/// The generated protobuf and gRPC code of `proto/diffgap/v1/diffgap.proto`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("diffgap.v1");
-
-    /// The encoded file descriptor set, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("diffgap_descriptor");
-}
-
-impl proto::BridgeItem {
-    /// An item `from` -> `to` for `values`, with the model's default steps, guidance and
-    /// samples.
-    pub fn new(from: &str, to: &str, values: Vec<f32>, seed: Option<u64>) -> Self {
-        Self {
-            source_modality: from.into(),
-            target_modality: to.into(),
-            embedding: Some(proto::Embedding { values }),
-            steps: None,
-            guidance: None,
-            samples: None,
-            seed,
-            raw: None,
-        }
-    }
-}
-
-impl proto::BridgeRequest {
-    /// A request of `items` for the default model.
-    pub fn new(items: Vec<proto::BridgeItem>) -> Self {
-        Self {
-            model: String::new(),
-            items,
-        }
-    }
-}
 
 use proto::diffgap_server::DiffgapServer;
 
@@ -201,7 +166,7 @@ impl Listening {
         };
         let service = api::service::DiffgapService::new(
             repo.clone(),
-            api::service::Limits {
+            api::Limits {
                 max_items_per_request: cfg.max_items_per_request,
                 max_batch_rows: cfg.max_batch_rows,
                 queue_capacity: cfg.queue_capacity,

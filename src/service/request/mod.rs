@@ -1,3 +1,4 @@
+pub mod bridge;
 pub mod catalog;
 pub mod rank;
 pub mod raw_input;

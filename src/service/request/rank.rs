@@ -13,7 +13,8 @@ use crate::model::card::FusionWeights;
 use crate::model::row_seed;
 use crate::service::error::ServiceError;
 use crate::service::proto;
-use crate::service::worker::{BridgeRow, ModelInfo, RowStart, WorkerHandle};
+use crate::service::types::{BridgeRow, ModelInfo, RowStart};
+use crate::service::worker::WorkerHandle;
 
 /// What a validated Rank asks for.
 pub struct Plan {

@@ -3,7 +3,7 @@
 //! embeddings. Audio is decoded on the blocking pool, never on the async workers; the encoders
 //! run on the model worker ([`WorkerHandle::embed`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::audio::decode::{decode, DecodeError, DecodeOptions};
 use crate::audio::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
@@ -11,7 +11,9 @@ use crate::audio::resample::resample;
 use crate::encoders::text::MAX_TEXT_BYTES;
 use crate::service::error::ServiceError;
 use crate::service::proto::{self, raw_input::Input};
-use crate::service::worker::embedder::{EmbedderInfo, RawInput};
+use crate::service::request::repository::Served;
+use crate::service::request::validate;
+use crate::service::types::{EmbedderInfo, RawInput};
 use crate::service::worker::WorkerHandle;
 
 /// A raw input to resolve: the request field it came from, the modality the request says it
@@ -58,7 +60,88 @@ pub async fn resolve(
     })
 }
 
-pub use crate::service::worker::embedder::Embedded;
+pub use crate::service::types::Embedded;
+
+/// A request field given as an embedding or as a raw input, resolved to values.
+pub struct Field {
+    /// The embedding's field, e.g. `items[2].embedding`.
+    name: String,
+    /// The raw input's field, e.g. `items[2].raw`.
+    raw_name: String,
+    modality: String,
+    embedding: Option<proto::Embedding>,
+    raw: Option<proto::RawInput>,
+    resolved: Option<Vec<f32>>,
+}
+
+impl Field {
+    pub fn new(
+        name: &str,
+        raw_name: &str,
+        modality: &str,
+        embedding: Option<proto::Embedding>,
+        raw: Option<proto::RawInput>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            raw_name: raw_name.into(),
+            modality: modality.into(),
+            embedding,
+            raw,
+            resolved: None,
+        }
+    }
+
+    /// The field's values, checked against the model's dimension.
+    pub fn values(self, dim: usize) -> Result<Vec<f32>, ServiceError> {
+        match (self.resolved, self.embedding) {
+            (Some(v), _) => validate::check_values(&self.name, v, dim),
+            (None, e) => validate::check_embedding(&self.name, e, dim),
+        }
+    }
+}
+
+/// Resolves every field given raw through the model's encoders in one call; returns the
+/// encoder worker's (queue, compute). A field with both `embedding` and `raw` is refused.
+pub async fn resolve_all(
+    s: &Served,
+    fields: &mut [Field],
+    deadline: Option<Instant>,
+) -> Result<(Duration, Duration), ServiceError> {
+    let mut slots = Vec::new();
+    let mut at = Vec::new();
+    for (i, f) in fields.iter_mut().enumerate() {
+        if let Some(raw) = f.raw.take() {
+            if f.embedding.is_some() {
+                return Err(ServiceError::invalid(
+                    f.raw_name.as_str(),
+                    format!("is set together with {}; send one of them", f.name),
+                ));
+            }
+            slots.push(Slot {
+                field: f.raw_name.clone(),
+                modality: f.modality.clone(),
+                raw,
+            });
+            at.push(i);
+        }
+    }
+    if slots.is_empty() {
+        return Ok((Duration::ZERO, Duration::ZERO));
+    }
+    let out = resolve(
+        &s.worker,
+        s.info.encoders.as_ref(),
+        &s.info.name,
+        slots,
+        deadline,
+    )
+    .await?;
+    for (i, values) in at.into_iter().zip(out.rows) {
+        fields[i].resolved = Some(values);
+    }
+    Ok((out.queue, out.compute))
+}
 
 /// Checks one raw input against the encoders and turns it into what the encoder worker takes.
 async fn prepare(

@@ -25,7 +25,8 @@ use crate::service::error::ServiceError;
 use crate::service::ops::metrics;
 use crate::service::request::catalog::{self, CatalogData};
 use crate::service::request::reload::{self, Failure, Found, Step};
-use crate::service::worker::{ModelInfo, ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
+use crate::service::types::ModelInfo;
+use crate::service::worker::{ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
 
 /// One served model.
 pub struct Served {

@@ -5,7 +5,7 @@ use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::direction_key;
 use crate::model::row_seed;
 use crate::service::error::ServiceError;
-use crate::service::worker::{BridgeRow, ModelInfo, RowStart};
+use crate::service::types::{BridgeRow, ModelInfo, RowStart};
 
 /// Largest accepted `samples`.
 pub const MAX_SAMPLES: usize = 64;

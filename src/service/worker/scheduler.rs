@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tch::{Kind, Tensor};
@@ -32,162 +31,9 @@ use crate::diffusion::normalize::l2_normalized;
 use crate::diffusion::sampler::RowStep;
 use crate::model::DiffgapModel;
 use crate::service::error::ServiceError;
-use crate::service::worker::{Bridged, Job, RowStart};
-
-/// How the worker batches: per denoising step (continuous) or per whole request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Batching {
-    /// Rows join and leave the running batch at every denoising step.
-    #[default]
-    Step,
-    /// Waiting requests are grouped by options and each group runs its whole sampling loop.
-    Request,
-}
-
-/// Counters of a worker (summed over its instances), readable from any thread (for tests and
-/// diagnostics; the same quantities also go to the `metrics` recorder).
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    /// Batched denoising steps (network passes) run.
-    pub steps: AtomicU64,
-    /// Rows x steps denoised.
-    pub rows_denoised: AtomicU64,
-    /// Rows in the running batches now.
-    pub active_rows: AtomicU64,
-    /// Requests queued or in progress now.
-    pub queued: AtomicU64,
-    /// Requests answered successfully.
-    pub completed: AtomicU64,
-    /// Requests dropped because their deadline passed.
-    pub dropped_deadline: AtomicU64,
-    /// Requests dropped because their client went away.
-    pub dropped_cancelled: AtomicU64,
-}
-
-/// A plain copy of [`WorkerStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    pub steps: u64,
-    pub rows_denoised: u64,
-    pub active_rows: u64,
-    pub queued: u64,
-    pub completed: u64,
-    pub dropped_deadline: u64,
-    pub dropped_cancelled: u64,
-}
-
-impl WorkerStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StatsSnapshot {
-            steps: g(&self.steps),
-            rows_denoised: g(&self.rows_denoised),
-            active_rows: g(&self.active_rows),
-            queued: g(&self.queued),
-            completed: g(&self.completed),
-            dropped_deadline: g(&self.dropped_deadline),
-            dropped_cancelled: g(&self.dropped_cancelled),
-        }
-    }
-
-    pub(crate) fn record_step(&self, rows: usize) {
-        self.steps.fetch_add(1, Ordering::Relaxed);
-        self.rows_denoised.fetch_add(rows as u64, Ordering::Relaxed);
-        metrics::counter!("diffgap_denoising_steps_total").increment(1);
-        metrics::counter!("diffgap_denoised_rows_total").increment(rows as u64);
-        metrics::histogram!("diffgap_batch_rows").record(rows as f64);
-    }
-
-    pub(crate) fn record_drop(&self, why: DropReason) {
-        let (counter, reason) = match why {
-            DropReason::Deadline => (&self.dropped_deadline, "deadline"),
-            DropReason::Cancelled => (&self.dropped_cancelled, "cancelled"),
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("diffgap_requests_dropped_total", "reason" => reason).increment(1);
-    }
-
-    pub(crate) fn record_done(&self, queue: Duration, compute: Duration) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("diffgap_queue_duration_seconds").record(queue.as_secs_f64());
-        metrics::histogram!("diffgap_compute_duration_seconds").record(compute.as_secs_f64());
-    }
-
-    /// An instance's rows in its running batch are now `rows` (`mine` holds its last value):
-    /// the gauge is the sum over the instances.
-    pub(crate) fn set_active_rows(&self, mine: &mut u64, rows: usize) {
-        let total = replace_share(&self.active_rows, mine, rows as u64);
-        metrics::gauge!("diffgap_active_rows").set(total as f64);
-    }
-
-    /// An instance's queued and in-progress requests are now `n` (`mine` holds its last
-    /// value): the gauge is the sum over the instances.
-    pub(crate) fn set_queue_depth(&self, mine: &mut u64, n: usize) {
-        let total = replace_share(&self.queued, mine, n as u64);
-        metrics::gauge!("diffgap_queue_depth").set(total as f64);
-    }
-}
-
-/// Replaces one instance's share `mine` of `total` by `new`; returns the new total.
-fn replace_share(total: &AtomicU64, mine: &mut u64, new: u64) -> u64 {
-    let old = std::mem::replace(mine, new);
-    if new >= old {
-        total.fetch_add(new - old, Ordering::Relaxed) + (new - old)
-    } else {
-        total.fetch_sub(old - new, Ordering::Relaxed) - (old - new)
-    }
-}
-
-/// Why a request is dropped before it is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Its deadline passed (it is answered DEADLINE_EXCEEDED if its client still listens).
-    Deadline,
-    /// Its client went away (the reply channel is closed).
-    Cancelled,
-}
-
-/// Whether a request must be dropped at `now`: a passed deadline wins over a closed channel,
-/// since tonic itself drops the handler (closing the channel) when a `grpc-timeout` elapses.
-pub fn drop_reason(
-    deadline: Option<Instant>,
-    reply_closed: bool,
-    now: Instant,
-) -> Option<DropReason> {
-    if deadline.is_some_and(|d| d <= now) {
-        Some(DropReason::Deadline)
-    } else if reply_closed {
-        Some(DropReason::Cancelled)
-    } else {
-        None
-    }
-}
-
-/// Parses a gRPC `grpc-timeout` value (`TimeoutValue TimeoutUnit`: at most 8 ASCII digits and
-/// one of `H M S m u n`), e.g. `100m`, `5S`, `250u`, `1H`. None when malformed.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// The deadline a request's `grpc-timeout` metadata asks for, counted from now.
-pub fn deadline_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    Instant::now().checked_add(parse_grpc_timeout(value)?)
-}
+use crate::service::types::{Bridged, RowStart};
+use crate::service::worker::queue::Job;
+use crate::service::worker::stats::{drop_reason, DropReason, WorkerStats};
 
 /// One item of an admitted request.
 struct Item {
@@ -718,49 +564,5 @@ impl<'m> Scheduler<'m> {
         self.rows.clear();
         self.tensors = None;
         self.stats.set_active_rows(&mut self.active_share, 0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "m", "10", "10x", "-1S", "123456789S", "1.5S", "S5"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn deadline_wins_over_a_closed_channel() {
-        let now = Instant::now();
-        let past = now.checked_sub(Duration::from_millis(1));
-        let future = now + Duration::from_secs(1);
-        assert_eq!(drop_reason(None, false, now), None);
-        assert_eq!(drop_reason(Some(future), false, now), None);
-        assert_eq!(drop_reason(past, false, now), Some(DropReason::Deadline));
-        assert_eq!(drop_reason(past, true, now), Some(DropReason::Deadline));
-        assert_eq!(
-            drop_reason(Some(future), true, now),
-            Some(DropReason::Cancelled)
-        );
-        assert_eq!(drop_reason(None, true, now), Some(DropReason::Cancelled));
-    }
-
-    #[test]
-    fn grpc_timeout_metadata_becomes_a_deadline() {
-        let mut md = tonic::metadata::MetadataMap::new();
-        assert_eq!(deadline_from_metadata(&md), None);
-        md.insert("grpc-timeout", "2S".parse().expect("ascii"));
-        let d = deadline_from_metadata(&md).expect("a deadline");
-        let left = d.saturating_duration_since(Instant::now());
-        assert!(left > Duration::from_millis(1500) && left <= Duration::from_secs(2));
     }
 }

@@ -8,7 +8,7 @@
 //! accepts admin tokens too, so that one header does for both. Without any admin token, Reload
 //! is refused: an operator on the host reloads with SIGHUP.
 
-use crate::service::api::security::{token_sources, Tokens};
+use super::tokens::{token_sources, Tokens};
 use crate::service::config::ServeConfig;
 use crate::service::error::ServiceError;
 
