@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::card::ModelCard;
 use super::error::ModelError;
+use crate::diffusion::combine::SampleSum;
 use crate::diffusion::denoiser::DenoiserNet;
 use crate::diffusion::normalize::{l2_normalize, ModalityStats};
 use crate::diffusion::sampler::{SampleOptions, Sampler};
@@ -147,7 +148,8 @@ impl DiffgapModel {
             let len = CHUNK_ROWS.min(n - start);
             let c = cond.narrow(0, start, len);
             let d = self.direction_rows(dir, len);
-            let mut acc = Tensor::zeros([len, self.dim()], (Kind::Float, self.device));
+            let mut sum =
+                SampleSum::new(Tensor::zeros([len, self.dim()], (Kind::Float, self.device)));
             for k in 0..opts.samples {
                 let keys: Vec<(u64, u64)> = seeds[start as usize..(start + len) as usize]
                     .iter()
@@ -156,9 +158,9 @@ impl DiffgapModel {
                 let z = self
                     .sampler()
                     .sample(&c, &d, &keys, opts.steps, opts.guidance)?;
-                acc += out_stats.denormalize(&z);
+                sum.add(&out_stats.denormalize(&z));
             }
-            chunks.push(l2_normalize(&acc));
+            chunks.push(sum.finish());
         }
         Ok(Tensor::cat(&chunks, 0))
     }
@@ -198,7 +200,7 @@ impl DiffgapModel {
         check_seeds(seeds, n)?;
         let _guard = tch::no_grad_guard();
         let d = self.direction_rows(dir, n);
-        let mut acc = Tensor::zeros([n, self.dim()], (Kind::Float, self.device));
+        let mut sum = SampleSum::new(Tensor::zeros([n, self.dim()], (Kind::Float, self.device)));
         for k in 0..opts.samples {
             let keys: Vec<(u64, u64)> = seeds.iter().map(|&s| (s, k as u64)).collect();
             let z = self.sampler().refine(
@@ -210,9 +212,9 @@ impl DiffgapModel {
                 opts.steps,
                 opts.guidance,
             )?;
-            acc += stats.denormalize(&z);
+            sum.add(&stats.denormalize(&z));
         }
-        Ok(l2_normalize(&acc))
+        Ok(sum.finish())
     }
 
     /// Generative score of pairs (row i of `x` with row i of `cond`): minus the denoising error of
