@@ -128,6 +128,25 @@ impl Schedule {
     }
 }
 
+/// A Refine strength, checked: the share of the trajectory the start is noised to, in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Strength(f64);
+
+impl Strength {
+    /// `strength` if it is in (0, 1]; else why not (without the field's name).
+    pub fn new(strength: f64) -> Result<Self, String> {
+        if strength > 0.0 && strength <= 1.0 {
+            Ok(Self(strength))
+        } else {
+            Err(format!("must be in (0, 1], got {strength}"))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
 /// Where a Refine trajectory starts and the DDIM timesteps it visits (high to low).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefineTrajectory {

@@ -10,7 +10,7 @@ use crate::diffusion::combine::SampleSum;
 use crate::diffusion::denoiser::DenoiserNet;
 use crate::diffusion::normalize::{l2_normalize, ModalityStats};
 use crate::diffusion::sampler::{SampleOptions, Sampler};
-use crate::diffusion::schedule::Schedule;
+use crate::diffusion::schedule::{Schedule, Strength};
 
 /// Rows denoised per network call when a caller hands over a large matrix at once.
 const CHUNK_ROWS: i64 = 4096;
@@ -179,11 +179,7 @@ impl DiffgapModel {
         opts: SampleOptions,
     ) -> Result<Tensor, ModelError> {
         self.check_options(&opts)?;
-        if !(strength > 0.0 && strength <= 1.0) {
-            return Err(ModelError::Invalid(format!(
-                "strength must be in (0, 1], got {strength}"
-            )));
-        }
+        Strength::new(strength).map_err(|e| ModelError::Invalid(format!("strength {e}")))?;
         let dir = self.direction(partner_modality, modality)?;
         let stats = self.stats(modality)?;
         let x0 = stats.normalize(&self.prepare(x)?);

@@ -33,7 +33,7 @@ use crate::diffusion::normalize::l2_normalized;
 use crate::diffusion::sampler::RowStep;
 use crate::model::DiffgapModel;
 use crate::service::error::ServiceError;
-use crate::service::types::{Bridged, RowStart};
+use crate::service::types::{Bridged, CheckedRows, RowStart};
 use crate::service::worker::queue::Job;
 use crate::service::worker::stats::{drop_reason, DropReason, WorkerStats};
 
@@ -148,12 +148,13 @@ impl<'m> Scheduler<'m> {
 
     /// Takes a request: drops it if it is already expired or cancelled, answers it at once if
     /// the model cannot serve it, else queues its rows for admission.
-    pub fn accept(&mut self, job: Job, now: Instant) {
+    pub fn accept(&mut self, mut job: Job, now: Instant) {
         if let Some(why) = drop_reason(job.deadline, job.reply.is_closed(), now) {
             self.drop_job(job, why);
             return;
         }
-        let items = match self.prepare(&job) {
+        let model = self.model;
+        let items = match job.check(model).and_then(|rows| self.prepare(rows)) {
             Ok(items) => items,
             Err(e) => {
                 let _entered = job.span.enter();
@@ -188,20 +189,16 @@ impl<'m> Scheduler<'m> {
         self.admitting.push_back(id);
     }
 
-    fn prepare(&self, job: &Job) -> Result<Vec<Item>, ServiceError> {
+    /// The items of checked rows: nothing is checked again, so a model lookup that fails
+    /// here is a bug.
+    fn prepare(&self, rows: &CheckedRows) -> Result<Vec<Item>, ServiceError> {
         let m = self.model;
-        let dim = m.dim();
-        let internal = |e: crate::model::ModelError| ServiceError::Internal(e.to_string());
-        let mut items = Vec::with_capacity(job.rows.len());
-        for row in &job.rows {
-            m.check_options(&row.opts).map_err(internal)?;
+        let internal = |e: crate::model::ModelError| {
+            ServiceError::Internal(format!("a checked row: {e}; this is a bug"))
+        };
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.rows() {
             let direction = m.direction(&row.from, &row.to).map_err(internal)?;
-            if row.embedding.len() as i64 != dim {
-                return Err(ServiceError::Internal(format!(
-                    "an embedding has {} values, the model's dimension is {dim}",
-                    row.embedding.len()
-                )));
-            }
             // As DiffgapModel::bridge prepares its input: L2-normalised, then normalised with
             // the condition's statistics (on the host: see ModalityStats::normalize_row).
             let cond = m
@@ -218,16 +215,12 @@ impl<'m> Scheduler<'m> {
                     embedding,
                     strength,
                 } => {
-                    if embedding.len() as i64 != dim || !(*strength > 0.0 && *strength <= 1.0) {
-                        return Err(ServiceError::Internal(format!(
-                            "a refine row has {} values and strength {strength}",
-                            embedding.len()
-                        )));
-                    }
                     let x0 = to_stats
                         .normalize_row(&l2_normalized(embedding.clone()))
                         .into();
-                    let path = m.schedule().refine_trajectory(*strength, row.opts.steps);
+                    let path = m
+                        .schedule()
+                        .refine_trajectory(strength.get(), row.opts.steps);
                     (path.timesteps, Some((x0, path.t_start)))
                 }
             };
