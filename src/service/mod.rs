@@ -1,21 +1,22 @@
 //! The gRPC service (`diffgap serve`): `diffgap.v1.Diffgap` (Bridge, Rank, Info) plus
 //! `grpc.health.v1` and server reflection, in front of one model worker thread.
 //!
-//! - [`config`]: what `diffgap serve` takes;
-//! - [`worker`]: the thread that owns the model and batches requests;
-//! - [`scheduler`]: the worker's step-level (continuous) batching, deadlines and cancellation;
-//! - [`grpc`]: request validation and the RPC implementations;
-//! - [`repository`]: the served models (one worker each) and their catalogs, reloaded as a
-//!   whole (Reload RPC, SIGHUP);
-//! - [`reload`]: which models a reload loads, keeps or drops, and what its clients are told;
-//! - [`catalog`]: named candidate sets for Rank, and `diffgap catalog build`;
-//! - [`error`]: the error type and its gRPC status codes;
-//! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
-//! - [`request_id`]: request ids and the timing headers of responses;
-//! - [`security`]: TLS, mutual TLS and bearer-token authentication;
-//! - [`admin`]: the admin tokens that Reload needs;
-//! - [`telemetry`]: the log subscriber (text or JSON);
-//! - [`threads`]: the async runtime, and its threads' scheduling against the model threads.
+//! A request flows one way through the stages, each a folder; start reading at [`api::service`].
+//!
+//! - [`api`]: the tonic layer: one handler file per RPC family, request ids, deadlines,
+//!   security (TLS, bearer tokens, admin tokens, the health client);
+//! - [`request`]: the request core: validation into checked rows, Rank planning and scoring,
+//!   raw inputs, the model repository (reloads) and catalogs;
+//! - [`worker`]: the model worker: handle and load balancing, instance threads, the step
+//!   loop and its scheduler, request-level batching, encoders, stats;
+//! - [`types`]: the plain data the stages pass on (a leaf; so are [`error`], [`config`],
+//!   [`ops`] and [`proto`]);
+//! - [`error`]: the error type and its one mapping to gRPC status codes;
+//! - [`config`]: what `diffgap serve` takes (file, environment, flags);
+//! - [`ops`]: metrics, logs, and the runtime's threads;
+//! - [`proto`]: the generated gRPC code.
+//!
+//! The DiffGAP math itself lives in [`crate::diffusion`] and [`crate::model`].
 
 pub mod api;
 pub mod config;

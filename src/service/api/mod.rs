@@ -1,3 +1,7 @@
+//! The API layer: the tonic handlers of `diffgap.v1.Diffgap` ([`service`], one file per RPC
+//! family), what they share ([`context`]), request ids and timing headers, `grpc-timeout`
+//! deadlines and [`security`]. No request logic: it hands requests to [`crate::service::request`].
+
 pub mod bridge;
 pub mod context;
 pub mod deadline;
