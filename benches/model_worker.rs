@@ -19,7 +19,8 @@ use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::eval::retrieval::median;
 use diffgap::loadgen::lcg_vector;
 use diffgap::model::{artifact, DiffgapModel};
-use diffgap::service::worker::{BridgeRow, ModelWorker, WorkerOptions};
+use diffgap::service::types::BridgeRow;
+use diffgap::service::worker::{ModelWorker, WorkerOptions};
 use tch::{Device, Kind, Tensor};
 
 const ROWS: usize = 256;

@@ -10,7 +10,8 @@ use diffgap::device::{describe, DeviceChoice};
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::eval::report::{self, EvalOptions, Fusion};
 use diffgap::model::{artifact, row_seed};
-use diffgap::service::{telemetry, LogFormat, ServeArgs, ServeConfig};
+use diffgap::service::ops::telemetry;
+use diffgap::service::{LogFormat, ServeArgs, ServeConfig};
 use diffgap::{bench, train};
 
 /// DiffGAP: bridge the modality gap of a contrastive embedding space (text-audio CLAP, video-audio
@@ -60,7 +61,7 @@ enum Command {
     Config(ConfigCommand),
     /// Ask a server's grpc.health.v1 service; exits 0 when SERVING, 1 otherwise (for a
     /// container HEALTHCHECK or a script).
-    Health(diffgap::service::security::HealthArgs),
+    Health(diffgap::service::api::security::HealthArgs),
     /// The real corpus of described sounds from Debian packages (run through
     /// scripts/build-corpus.sh, which fetches the pinned packages first).
     #[command(subcommand)]
@@ -87,7 +88,7 @@ enum CatalogCommand {
     /// folder of audio files through the model's encoders: the entries, their ids and their
     /// reverse-bridged embeddings (so Rank against it is exact and needs no bridging of
     /// candidates).
-    Build(diffgap::service::catalog::BuildArgs),
+    Build(diffgap::service::request::catalog::BuildArgs),
 }
 
 #[derive(Subcommand)]
@@ -233,7 +234,7 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            match rt.block_on(diffgap::service::security::check_health(&args)) {
+            match rt.block_on(diffgap::service::api::security::check_health(&args)) {
                 Ok(status) if status == "SERVING" => println!("{status}"),
                 Ok(status) => {
                     println!("{status}");
@@ -259,7 +260,7 @@ fn main() -> Result<()> {
         Command::Corpus(CorpusCommand::Packages(args)) => print!("{}", args.listing()?),
         Command::Projection(cmd) => cmd.run()?,
         Command::Catalog(CatalogCommand::Build(args)) => {
-            let meta = diffgap::service::catalog::build(&args)?;
+            let meta = diffgap::service::request::catalog::build(&args)?;
             println!(
                 "catalog '{}' for model '{}': {} {} entries, reverse-bridged into {:?}; written to {}",
                 meta.name,
@@ -378,7 +379,7 @@ fn bridge(args: BridgeArgs) -> Result<()> {
 }
 
 fn serve(cfg: ServeConfig) -> Result<()> {
-    let runtime = diffgap::service::threads::runtime(cfg.io_thread_policy)
+    let runtime = diffgap::service::ops::threads::runtime(cfg.io_thread_policy)
         .context("starting the async runtime")?;
     let served = runtime.block_on(diffgap::service::serve(cfg, shutdown_signal()));
     // Whatever is still running (a model thread past the drain deadline) is not waited for.

@@ -170,7 +170,7 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
 #[test]
 fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
     let server = Server::new();
-    let first = diffgap::service::threads::current_cpus().expect("CPUs")[0];
+    let first = diffgap::service::ops::threads::current_cpus().expect("CPUs")[0];
     let run = |cpus: &str| {
         server
             .loadgen()

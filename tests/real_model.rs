@@ -363,17 +363,18 @@ async fn a_catalog_built_from_an_audio_folder_ranks_like_the_same_clips_inline()
         names.push(name);
     }
     let catalogs = tmp.path().join("catalogs");
-    let meta = diffgap::service::catalog::build(&diffgap::service::catalog::BuildArgs {
-        model: default_model(),
-        pairs: None,
-        audio_dir: Some(sounds.clone()),
-        modality: "audio".into(),
-        out: catalogs.join("sounds"),
-        ids: None,
-        seed: 0,
-        device: diffgap::device::DeviceChoice::Cpu,
-    })
-    .expect("catalog build --audio-dir");
+    let meta =
+        diffgap::service::request::catalog::build(&diffgap::service::request::catalog::BuildArgs {
+            model: default_model(),
+            pairs: None,
+            audio_dir: Some(sounds.clone()),
+            modality: "audio".into(),
+            out: catalogs.join("sounds"),
+            ids: None,
+            seed: 0,
+            device: diffgap::device::DeviceChoice::Cpu,
+        })
+        .expect("catalog build --audio-dir");
     assert_eq!(meta.ids, names, "ids are the file paths, sorted");
     assert!(meta.reverse.contains_key("text"));
 

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed};
 use diffgap::service::error::ServiceError;
-use diffgap::service::worker::{
-    Batching, BridgeRow, ModelWorker, WorkerHandle, WorkerOptions, WorkerStats,
-};
+use diffgap::service::types::{Batching, BridgeRow};
+use diffgap::service::worker::{ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
 use tch::{Device, Kind, Tensor};
 
 const DIM: usize = support::TINY_DIM;

@@ -12,12 +12,12 @@ use std::time::Duration;
 use diffgap::device::DeviceChoice;
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed};
-use diffgap::service::catalog::{self, BuildArgs};
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{
     BridgeItem, BridgeRequest, BridgeStreamRequest, BridgeStreamResponse, Candidate, Embedding,
     InfoRequest, RankMode, RankRequest, Ranked, RefineRequest, ReloadRequest,
 };
+use diffgap::service::request::catalog::{self, BuildArgs};
 use diffgap::service::ServeConfig;
 use support::{sample, scrape, serve_config, tiny_model};
 use tonic::transport::Channel;

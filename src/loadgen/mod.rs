@@ -41,7 +41,7 @@ pub use summary::{InProcess, InProcessSteps, LayoutMix, LevelSummary, RatioRound
 // from here).
 use crate::service::proto::diffgap_client::DiffgapClient;
 use crate::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
-use crate::service::threads::{self, IoThreadPolicy};
+use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::worker::WorkerOptions;
 
 pub fn run(args: &LoadgenArgs) -> Result<()> {

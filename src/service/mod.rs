@@ -1,39 +1,30 @@
 //! The gRPC service (`diffgap serve`): `diffgap.v1.Diffgap` (Bridge, Rank, Info) plus
 //! `grpc.health.v1` and server reflection, in front of one model worker thread.
 //!
-//! - [`config`]: what `diffgap serve` takes;
-//! - [`worker`]: the thread that owns the model and batches requests;
-//! - [`scheduler`]: the worker's step-level (continuous) batching, deadlines and cancellation;
-//! - [`grpc`]: request validation and the RPC implementations;
-//! - [`repository`]: the served models (one worker each) and their catalogs, reloaded as a
-//!   whole (Reload RPC, SIGHUP);
-//! - [`reload`]: which models a reload loads, keeps or drops, and what its clients are told;
-//! - [`catalog`]: named candidate sets for Rank, and `diffgap catalog build`;
-//! - [`error`]: the error type and its gRPC status codes;
-//! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
-//! - [`request_id`]: request ids and the timing headers of responses;
-//! - [`security`]: TLS, mutual TLS and bearer-token authentication;
-//! - [`admin`]: the admin tokens that Reload needs;
-//! - [`telemetry`]: the log subscriber (text or JSON);
-//! - [`threads`]: the async runtime, and its threads' scheduling against the model threads.
+//! A request flows one way through the stages, each a folder; start reading at [`api::service`].
+//!
+//! - [`api`]: the tonic layer: one handler file per RPC family, request ids, deadlines,
+//!   security (TLS, bearer tokens, admin tokens, the health client);
+//! - [`request`]: the request core: validation into checked rows, Rank planning and scoring,
+//!   raw inputs, the model repository (reloads) and catalogs;
+//! - [`worker`]: the model worker: handle and load balancing, instance threads, the step
+//!   loop and its scheduler, request-level batching, encoders, stats;
+//! - [`types`]: the plain data the stages pass on (a leaf; so are [`error`], [`config`],
+//!   [`ops`] and [`proto`]);
+//! - [`error`]: the error type and its one mapping to gRPC status codes;
+//! - [`config`]: what `diffgap serve` takes (file, environment, flags);
+//! - [`ops`]: metrics, logs, and the runtime's threads;
+//! - [`proto`]: the generated gRPC code.
+//!
+//! The DiffGAP math itself lives in [`crate::diffusion`] and [`crate::model`].
 
-pub mod admin;
-pub mod catalog;
+pub mod api;
 pub mod config;
-pub mod embedder;
 pub mod error;
-pub mod grpc;
-pub mod metrics;
-pub mod rank;
-pub mod raw_input;
-pub mod reload;
-pub mod repository;
-pub mod request_id;
-pub mod scheduler;
-pub mod security;
-pub mod telemetry;
-pub mod threads;
-pub mod validate;
+pub mod ops;
+pub mod proto;
+pub mod request;
+pub mod types;
 pub mod worker;
 
 use std::future::Future;
@@ -44,45 +35,12 @@ use std::time::{Duration, Instant};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use api::security;
+use ops::metrics;
+use request::repository;
+
 pub use config::{LogFormat, ServeArgs, ServeConfig};
 pub use error::ServiceError;
-
-/// The generated protobuf and gRPC code of `proto/diffgap/v1/diffgap.proto`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("diffgap.v1");
-
-    /// The encoded file descriptor set, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("diffgap_descriptor");
-}
-
-impl proto::BridgeItem {
-    /// An item `from` -> `to` for `values`, with the model's default steps, guidance and
-    /// samples.
-    pub fn new(from: &str, to: &str, values: Vec<f32>, seed: Option<u64>) -> Self {
-        Self {
-            source_modality: from.into(),
-            target_modality: to.into(),
-            embedding: Some(proto::Embedding { values }),
-            steps: None,
-            guidance: None,
-            samples: None,
-            seed,
-            raw: None,
-        }
-    }
-}
-
-impl proto::BridgeRequest {
-    /// A request of `items` for the default model.
-    pub fn new(items: Vec<proto::BridgeItem>) -> Self {
-        Self {
-            model: String::new(),
-            items,
-        }
-    }
-}
 
 use proto::diffgap_server::DiffgapServer;
 
@@ -207,9 +165,9 @@ impl Listening {
         } else {
             "off (no admin token; SIGHUP only)"
         };
-        let service = grpc::DiffgapService::new(
+        let service = api::service::DiffgapService::new(
             repo.clone(),
-            grpc::Limits {
+            api::Limits {
                 max_items_per_request: cfg.max_items_per_request,
                 max_batch_rows: cfg.max_batch_rows,
                 queue_capacity: cfg.queue_capacity,
@@ -366,7 +324,7 @@ async fn set_status(reporter: &tonic_health::server::HealthReporter, status: Ser
     reporter.set_service_status("", status).await;
     reporter
         .set_service_status(
-            <DiffgapServer<grpc::DiffgapService> as tonic::server::NamedService>::NAME,
+            <DiffgapServer<api::service::DiffgapService> as tonic::server::NamedService>::NAME,
             status,
         )
         .await;

@@ -5,11 +5,11 @@
 //! every log line of the request carries it, on the model thread too) and is echoed in the
 //! response's metadata, on errors as well.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use super::proto;
+use crate::service::proto;
 
 pub const REQUEST_ID: &str = "x-request-id";
 pub const QUEUE_TIME: &str = "x-queue-time-ms";
@@ -113,6 +113,19 @@ impl Timed for proto::ReloadResponse {
 impl Timed for proto::InfoResponse {
     fn timings(&self) -> Option<(Duration, Duration)> {
         None
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+/// The `timings` field of a response: the worker's queue and compute, and the total since
+/// `t0`.
+pub fn timings(queue: Duration, compute: Duration, t0: Instant) -> proto::Timings {
+    proto::Timings {
+        queue_ns: nanos(queue),
+        compute_ns: nanos(compute),
+        total_ns: nanos(t0.elapsed()),
     }
 }
 

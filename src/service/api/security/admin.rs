@@ -8,9 +8,9 @@
 //! accepts admin tokens too, so that one header does for both. Without any admin token, Reload
 //! is refused: an operator on the host reloads with SIGHUP.
 
-use super::config::ServeConfig;
-use super::error::ServiceError;
-use super::security::{token_sources, Tokens};
+use super::tokens::{token_sources, Tokens};
+use crate::service::config::ServeConfig;
+use crate::service::error::ServiceError;
 
 /// The environment variable that may hold admin tokens (separated by commas or whitespace).
 pub const ADMIN_TOKENS_ENV: &str = "DIFFGAP_ADMIN_TOKENS";

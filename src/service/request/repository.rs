@@ -11,7 +11,7 @@
 //! swaps the new [`Registry`] in at once. A request holds the registry it started with, so
 //! requests in flight finish on the old workers (which end once their last request is done):
 //! nothing is dropped. A model or catalog that fails to load keeps its old version, whatever
-//! the failure, and the default never changes (see [`super::reload`] for which directories
+//! the failure, and the default never changes (see [`crate::service::request::reload`] for which directories
 //! count as removed).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,12 +20,13 @@ use std::sync::{Arc, RwLock};
 
 use tch::Device;
 
-use super::catalog::{self, CatalogData};
-use super::error::ServiceError;
-use super::metrics;
-use super::reload::{self, Failure, Found, Step};
-use super::worker::{ModelInfo, ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
 use crate::model::artifact;
+use crate::service::error::ServiceError;
+use crate::service::ops::metrics;
+use crate::service::request::catalog::{self, CatalogData};
+use crate::service::request::reload::{self, Failure, Found, Step};
+use crate::service::types::ModelInfo;
+use crate::service::worker::{ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
 
 /// One served model.
 pub struct Served {

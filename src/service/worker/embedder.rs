@@ -9,47 +9,15 @@
 //! pool: decoding needs no tensors and would stall the steps.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tch::Device;
 use tokio::sync::oneshot;
 use tracing::Span;
 
-use super::error::ServiceError;
 use crate::encoders::{self, EncoderError, EncoderSet, ENCODERS_DIR};
-
-/// One raw input, ready for its encoder (audio already decoded and resampled).
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawInput {
-    Text(String),
-    /// Mono samples at the audio encoder's rate.
-    Audio(Vec<f32>),
-    /// Flat `[T, 3, H, W]` values.
-    Video(Vec<f32>),
-}
-
-/// Embeddings of one request's inputs, in order, with their modalities.
-#[derive(Debug, Clone)]
-pub struct Embedded {
-    pub rows: Vec<Vec<f32>>,
-    pub modalities: Vec<String>,
-    pub queue: Duration,
-    pub compute: Duration,
-}
-
-/// What the handlers need to validate raw input before it is queued.
-#[derive(Debug, Clone)]
-pub struct EmbedderInfo {
-    /// Space modality per input kind, when that encoder is configured.
-    pub text: Option<String>,
-    pub audio: Option<String>,
-    pub video: Option<String>,
-    pub sample_rate: u32,
-    pub max_audio_seconds: f64,
-    /// (frames, height, width) of the video contract.
-    pub video_shape: Option<(i64, i64, i64)>,
-    pub dim: i64,
-}
+use crate::service::error::ServiceError;
+use crate::service::types::{Embedded, EmbedderInfo, RawInput};
 
 /// An Embed request as the model worker receives it.
 pub struct EmbedJob {

@@ -20,12 +20,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::pairs::{write_named, PairedSet};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::{artifact, row_seed, DiffgapModel};
+pub use crate::service::types::{CatalogData, CatalogMeta, ReverseOptions};
 
 /// Bumped whenever a field changes meaning; loading refuses other formats.
 pub const CATALOG_FORMAT: u32 = 1;
@@ -33,56 +33,6 @@ pub const CATALOG_FORMAT: u32 = 1;
 pub const META_FILE: &str = "catalog.json";
 /// The catalog's tensors.
 pub const TENSOR_FILE: &str = "embeddings.safetensors";
-
-/// How the reverse-bridged embeddings were sampled.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ReverseOptions {
-    pub steps: usize,
-    pub guidance: f32,
-    pub samples: usize,
-}
-
-/// `catalog.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CatalogMeta {
-    pub format: u32,
-    /// The name Rank requests use: the directory's name when loaded.
-    pub name: String,
-    /// The model it was built with (its directory name) ...
-    pub model: String,
-    /// ... and that model's fingerprint (`sha256:` of its TorchScript file).
-    pub model_fingerprint: String,
-    /// Modality of the entries.
-    pub modality: String,
-    pub dim: usize,
-    /// The entries' ids, in row order.
-    pub ids: Vec<String>,
-    /// Seed of the reverse bridge: entry i used `row_seed(seed, i + 1)`.
-    pub seed: u64,
-    /// Query modality -> the options its reverse-bridged embeddings were made with.
-    pub reverse: BTreeMap<String, ReverseOptions>,
-    /// The file the entries came from, and its fingerprint.
-    pub source: String,
-    pub source_fingerprint: String,
-    /// sha256 hex of the tensor file.
-    pub tensors_sha256: String,
-}
-
-/// A catalog read from disk, as plain data (the worker makes the device tensors).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogData {
-    pub meta: CatalogMeta,
-    /// [entries x dim], row-major, L2-normalised.
-    pub embeddings: Vec<f32>,
-    /// Query modality -> [entries x dim] reverse-bridged embeddings.
-    pub reverse: BTreeMap<String, Vec<f32>>,
-}
-
-impl CatalogData {
-    pub fn entries(&self) -> usize {
-        self.meta.ids.len()
-    }
-}
 
 fn err(dir: &Path, what: impl std::fmt::Display) -> String {
     format!("catalog {}: {what}", dir.display())
@@ -347,7 +297,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<CatalogMeta> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         model: model.card.name.clone(),
-        model_fingerprint: super::worker::fingerprint(&model.card),
+        model_fingerprint: crate::service::types::fingerprint(&model.card),
         modality: args.modality.clone(),
         dim: model.dim().max(0) as usize,
         ids,

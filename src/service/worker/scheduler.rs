@@ -8,10 +8,11 @@
 //! are all done. New requests are admitted between steps, so a request joins the running batch
 //! at the next denoising step instead of waiting for a whole sampling loop.
 //!
-//! A row starts from the same seeded noise as [`Sampler::sample`] (key `(seed, sample)`) and
-//! takes the same steps, and an item's samples are denormalised, summed in sample order and
-//! L2-normalised as [`DiffgapModel::bridge`] does, so the answer equals the in-process bridge
-//! up to float rounding of the batched matrix products.
+//! The math is the in-process model's, called from here: a row starts where [`Sampler::sample`]
+//! or [`Sampler::refine`] start (the same seeded noise, the same trajectory, from
+//! [`crate::diffusion::schedule::Schedule`]), and an item's denormalised samples are combined
+//! by [`SampleSum`] as [`DiffgapModel::bridge`] combines them, so the answer equals the
+//! in-process bridge up to float rounding of the batched matrix products.
 //!
 //! Deadlines and cancellation are checked when a request arrives and before every step
 //! ([`Scheduler::sweep`]): an expired request is answered DEADLINE_EXCEEDED, a request whose
@@ -19,175 +20,22 @@
 //!
 //! [`Sampler::step`]: crate::diffusion::sampler::Sampler::step
 //! [`Sampler::sample`]: crate::diffusion::sampler::Sampler::sample
+//! [`Sampler::refine`]: crate::diffusion::sampler::Sampler::refine
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tch::{Kind, Tensor};
 
-use super::error::ServiceError;
-use super::worker::{Bridged, Job, RowStart};
-use crate::diffusion::noise::{normal_rows, Purpose};
+use crate::diffusion::combine::SampleSum;
 use crate::diffusion::normalize::l2_normalized;
 use crate::diffusion::sampler::RowStep;
 use crate::model::DiffgapModel;
-
-/// How the worker batches: per denoising step (continuous) or per whole request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Batching {
-    /// Rows join and leave the running batch at every denoising step.
-    #[default]
-    Step,
-    /// Waiting requests are grouped by options and each group runs its whole sampling loop.
-    Request,
-}
-
-/// Counters of a worker (summed over its instances), readable from any thread (for tests and
-/// diagnostics; the same quantities also go to the `metrics` recorder).
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    /// Batched denoising steps (network passes) run.
-    pub steps: AtomicU64,
-    /// Rows x steps denoised.
-    pub rows_denoised: AtomicU64,
-    /// Rows in the running batches now.
-    pub active_rows: AtomicU64,
-    /// Requests queued or in progress now.
-    pub queued: AtomicU64,
-    /// Requests answered successfully.
-    pub completed: AtomicU64,
-    /// Requests dropped because their deadline passed.
-    pub dropped_deadline: AtomicU64,
-    /// Requests dropped because their client went away.
-    pub dropped_cancelled: AtomicU64,
-}
-
-/// A plain copy of [`WorkerStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    pub steps: u64,
-    pub rows_denoised: u64,
-    pub active_rows: u64,
-    pub queued: u64,
-    pub completed: u64,
-    pub dropped_deadline: u64,
-    pub dropped_cancelled: u64,
-}
-
-impl WorkerStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StatsSnapshot {
-            steps: g(&self.steps),
-            rows_denoised: g(&self.rows_denoised),
-            active_rows: g(&self.active_rows),
-            queued: g(&self.queued),
-            completed: g(&self.completed),
-            dropped_deadline: g(&self.dropped_deadline),
-            dropped_cancelled: g(&self.dropped_cancelled),
-        }
-    }
-
-    pub(crate) fn record_step(&self, rows: usize) {
-        self.steps.fetch_add(1, Ordering::Relaxed);
-        self.rows_denoised.fetch_add(rows as u64, Ordering::Relaxed);
-        metrics::counter!("diffgap_denoising_steps_total").increment(1);
-        metrics::counter!("diffgap_denoised_rows_total").increment(rows as u64);
-        metrics::histogram!("diffgap_batch_rows").record(rows as f64);
-    }
-
-    pub(crate) fn record_drop(&self, why: DropReason) {
-        let (counter, reason) = match why {
-            DropReason::Deadline => (&self.dropped_deadline, "deadline"),
-            DropReason::Cancelled => (&self.dropped_cancelled, "cancelled"),
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("diffgap_requests_dropped_total", "reason" => reason).increment(1);
-    }
-
-    pub(crate) fn record_done(&self, queue: Duration, compute: Duration) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("diffgap_queue_duration_seconds").record(queue.as_secs_f64());
-        metrics::histogram!("diffgap_compute_duration_seconds").record(compute.as_secs_f64());
-    }
-
-    /// An instance's rows in its running batch are now `rows` (`mine` holds its last value):
-    /// the gauge is the sum over the instances.
-    pub(crate) fn set_active_rows(&self, mine: &mut u64, rows: usize) {
-        let total = replace_share(&self.active_rows, mine, rows as u64);
-        metrics::gauge!("diffgap_active_rows").set(total as f64);
-    }
-
-    /// An instance's queued and in-progress requests are now `n` (`mine` holds its last
-    /// value): the gauge is the sum over the instances.
-    pub(crate) fn set_queue_depth(&self, mine: &mut u64, n: usize) {
-        let total = replace_share(&self.queued, mine, n as u64);
-        metrics::gauge!("diffgap_queue_depth").set(total as f64);
-    }
-}
-
-/// Replaces one instance's share `mine` of `total` by `new`; returns the new total.
-fn replace_share(total: &AtomicU64, mine: &mut u64, new: u64) -> u64 {
-    let old = std::mem::replace(mine, new);
-    if new >= old {
-        total.fetch_add(new - old, Ordering::Relaxed) + (new - old)
-    } else {
-        total.fetch_sub(old - new, Ordering::Relaxed) - (old - new)
-    }
-}
-
-/// Why a request is dropped before it is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Its deadline passed (it is answered DEADLINE_EXCEEDED if its client still listens).
-    Deadline,
-    /// Its client went away (the reply channel is closed).
-    Cancelled,
-}
-
-/// Whether a request must be dropped at `now`: a passed deadline wins over a closed channel,
-/// since tonic itself drops the handler (closing the channel) when a `grpc-timeout` elapses.
-pub fn drop_reason(
-    deadline: Option<Instant>,
-    reply_closed: bool,
-    now: Instant,
-) -> Option<DropReason> {
-    if deadline.is_some_and(|d| d <= now) {
-        Some(DropReason::Deadline)
-    } else if reply_closed {
-        Some(DropReason::Cancelled)
-    } else {
-        None
-    }
-}
-
-/// Parses a gRPC `grpc-timeout` value (`TimeoutValue TimeoutUnit`: at most 8 ASCII digits and
-/// one of `H M S m u n`), e.g. `100m`, `5S`, `250u`, `1H`. None when malformed.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// The deadline a request's `grpc-timeout` metadata asks for, counted from now.
-pub fn deadline_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    Instant::now().checked_add(parse_grpc_timeout(value)?)
-}
+use crate::service::error::ServiceError;
+use crate::service::types::{Bridged, CheckedRows, RowStart};
+use crate::service::worker::queue::Job;
+use crate::service::worker::stats::{drop_reason, DropReason, WorkerStats};
 
 /// One item of an admitted request.
 struct Item {
@@ -300,12 +148,13 @@ impl<'m> Scheduler<'m> {
 
     /// Takes a request: drops it if it is already expired or cancelled, answers it at once if
     /// the model cannot serve it, else queues its rows for admission.
-    pub fn accept(&mut self, job: Job, now: Instant) {
+    pub fn accept(&mut self, mut job: Job, now: Instant) {
         if let Some(why) = drop_reason(job.deadline, job.reply.is_closed(), now) {
             self.drop_job(job, why);
             return;
         }
-        let items = match self.prepare(&job) {
+        let model = self.model;
+        let items = match job.check(model).and_then(|rows| self.prepare(rows)) {
             Ok(items) => items,
             Err(e) => {
                 let _entered = job.span.enter();
@@ -340,21 +189,16 @@ impl<'m> Scheduler<'m> {
         self.admitting.push_back(id);
     }
 
-    fn prepare(&self, job: &Job) -> Result<Vec<Item>, ServiceError> {
+    /// The items of checked rows: nothing is checked again, so a model lookup that fails
+    /// here is a bug.
+    fn prepare(&self, rows: &CheckedRows) -> Result<Vec<Item>, ServiceError> {
         let m = self.model;
-        let dim = m.dim();
-        let t_max = m.schedule().steps() - 1;
-        let internal = |e: crate::model::ModelError| ServiceError::Internal(e.to_string());
-        let mut items = Vec::with_capacity(job.rows.len());
-        for row in &job.rows {
-            m.check_options(&row.opts).map_err(internal)?;
+        let internal = |e: crate::model::ModelError| {
+            ServiceError::Internal(format!("a checked row: {e}; this is a bug"))
+        };
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.rows() {
             let direction = m.direction(&row.from, &row.to).map_err(internal)?;
-            if row.embedding.len() as i64 != dim {
-                return Err(ServiceError::Internal(format!(
-                    "an embedding has {} values, the model's dimension is {dim}",
-                    row.embedding.len()
-                )));
-            }
             // As DiffgapModel::bridge prepares its input: L2-normalised, then normalised with
             // the condition's statistics (on the host: see ModalityStats::normalize_row).
             let cond = m
@@ -366,23 +210,18 @@ impl<'m> Scheduler<'m> {
             // As Sampler::refine: the start is the embedding noised to t_start, and the
             // trajectory takes round(steps x strength) steps (at least one) from there.
             let (timesteps, refine) = match &row.start {
-                RowStart::Noise => (m.schedule().ddim_timesteps(row.opts.steps, t_max), None),
+                RowStart::Noise => (m.schedule().sample_timesteps(row.opts.steps), None),
                 RowStart::Refine {
                     embedding,
                     strength,
                 } => {
-                    if embedding.len() as i64 != dim || !(*strength > 0.0 && *strength <= 1.0) {
-                        return Err(ServiceError::Internal(format!(
-                            "a refine row has {} values and strength {strength}",
-                            embedding.len()
-                        )));
-                    }
                     let x0 = to_stats
                         .normalize_row(&l2_normalized(embedding.clone()))
                         .into();
-                    let t_start = ((strength * t_max as f64).round() as usize).min(t_max);
-                    let n = ((row.opts.steps as f64 * strength).round() as usize).max(1);
-                    (m.schedule().ddim_timesteps(n, t_start), Some((x0, t_start)))
+                    let path = m
+                        .schedule()
+                        .refine_trajectory(strength.get(), row.opts.steps);
+                    (path.timesteps, Some((x0, path.t_start)))
                 }
             };
             items.push(Item {
@@ -410,8 +249,8 @@ impl<'m> Scheduler<'m> {
         let mut keys = Vec::new();
         let mut conds: Vec<f32> = Vec::new();
         let mut dirs = Vec::new();
-        // Refine rows: (row index in `keys`, normalised embedding, noise level).
-        let mut refines: Vec<(i64, Rc<[f32]>, f32)> = Vec::new();
+        // Refine rows: (row index in `keys`, normalised embedding, timestep it is noised to).
+        let mut refines: Vec<(i64, Rc<[f32]>, usize)> = Vec::new();
         while self.rows.len() < self.max_rows {
             let Some(&id) = self.admitting.front() else {
                 break;
@@ -425,8 +264,7 @@ impl<'m> Scheduler<'m> {
                 let (i, k) = req.cursor;
                 let item = &req.items[i];
                 if let Some((x0, t_start)) = &item.refine {
-                    let a = self.model.schedule().alpha_bar(*t_start) as f32;
-                    refines.push((keys.len() as i64, x0.clone(), a));
+                    refines.push((keys.len() as i64, x0.clone(), *t_start));
                 }
                 keys.push((item.seed, k as u64));
                 conds.extend_from_slice(&item.cond);
@@ -455,19 +293,17 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let device = self.model.device();
-        let mut x = normal_rows(&keys, Purpose::Start, dim, device);
+        let mut x = self.model.sampler().noise_start(&keys, dim);
         if !refines.is_empty() {
-            // As Sampler::refine: sqrt(abar) x0 + sqrt(1 - abar) eps, eps drawn for Refine.
+            // As Sampler::refine: each start noised to its t_start.
             let rkeys: Vec<(u64, u64)> =
                 refines.iter().map(|(i, _, _)| keys[*i as usize]).collect();
-            let eps = normal_rows(&rkeys, Purpose::Refine, dim, device);
-            let a: Vec<f32> = refines.iter().map(|r| r.2).collect();
-            let a = Tensor::from_slice(&a).to_device(device).unsqueeze(-1);
+            let t_starts: Vec<usize> = refines.iter().map(|r| r.2).collect();
             let x0: Vec<f32> = refines.iter().flat_map(|r| r.1.iter().copied()).collect();
             let x0 = Tensor::from_slice(&x0)
                 .view([refines.len() as i64, dim as i64])
                 .to_device(device);
-            let xr = a.sqrt() * x0 + (-&a + 1.0).sqrt() * eps;
+            let xr = self.model.sampler().noised_start(&x0, &t_starts, &rkeys);
             let idx: Vec<i64> = refines.iter().map(|r| r.0).collect();
             let idx = Tensor::from_slice(&idx).to_device(device);
             x = x.index_copy(0, &idx, &xr);
@@ -656,21 +492,17 @@ impl<'m> Scheduler<'m> {
         if item.finished < item.samples.len() {
             return;
         }
-        // As DiffgapModel::bridge: the denormalised samples summed in sample order (the same
-        // f32 additions), then L2-normalised.
-        let mut acc = vec![
-            0f32;
-            item.samples
-                .first()
-                .and_then(|s| s.as_ref())
-                .map_or(0, Vec::len)
-        ];
+        // As DiffgapModel::bridge: the denormalised samples combined in sample order.
+        let len = item
+            .samples
+            .first()
+            .and_then(|s| s.as_ref())
+            .map_or(0, Vec::len);
+        let mut sum = SampleSum::new(vec![0f32; len]);
         for s in item.samples.drain(..).flatten() {
-            for (a, v) in acc.iter_mut().zip(&s) {
-                *a += v;
-            }
+            sum.add(&s);
         }
-        item.out = Some(l2_normalized(acc));
+        item.out = Some(sum.finish());
         req.items_done += 1;
         if req.items_done == req.items.len() {
             if let Some(req) = self.requests.remove(&row.request) {
@@ -718,49 +550,5 @@ impl<'m> Scheduler<'m> {
         self.rows.clear();
         self.tensors = None;
         self.stats.set_active_rows(&mut self.active_share, 0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "m", "10", "10x", "-1S", "123456789S", "1.5S", "S5"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn deadline_wins_over_a_closed_channel() {
-        let now = Instant::now();
-        let past = now.checked_sub(Duration::from_millis(1));
-        let future = now + Duration::from_secs(1);
-        assert_eq!(drop_reason(None, false, now), None);
-        assert_eq!(drop_reason(Some(future), false, now), None);
-        assert_eq!(drop_reason(past, false, now), Some(DropReason::Deadline));
-        assert_eq!(drop_reason(past, true, now), Some(DropReason::Deadline));
-        assert_eq!(
-            drop_reason(Some(future), true, now),
-            Some(DropReason::Cancelled)
-        );
-        assert_eq!(drop_reason(None, true, now), Some(DropReason::Cancelled));
-    }
-
-    #[test]
-    fn grpc_timeout_metadata_becomes_a_deadline() {
-        let mut md = tonic::metadata::MetadataMap::new();
-        assert_eq!(deadline_from_metadata(&md), None);
-        md.insert("grpc-timeout", "2S".parse().expect("ascii"));
-        let d = deadline_from_metadata(&md).expect("a deadline");
-        let left = d.saturating_duration_since(Instant::now());
-        assert!(left > Duration::from_millis(1500) && left <= Duration::from_secs(2));
     }
 }

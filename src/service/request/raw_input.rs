@@ -1,18 +1,20 @@
 //! Raw inputs (text, audio bytes or samples, video frames) of a request, validated, decoded and
-//! run through the model's encoders ([`super::embedder`]) before the request goes on as
+//! run through the model's encoders ([`crate::service::worker::embedder`]) before the request goes on as
 //! embeddings. Audio is decoded on the blocking pool, never on the async workers; the encoders
 //! run on the model worker ([`WorkerHandle::embed`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::embedder::{EmbedderInfo, RawInput};
-use super::error::ServiceError;
-use super::proto::{self, raw_input::Input};
-use super::worker::WorkerHandle;
 use crate::audio::decode::{decode, DecodeError, DecodeOptions};
 use crate::audio::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use crate::audio::resample::resample;
 use crate::encoders::text::MAX_TEXT_BYTES;
+use crate::service::error::ServiceError;
+use crate::service::proto::{self, raw_input::Input};
+use crate::service::request::repository::Served;
+use crate::service::request::validate::Field;
+use crate::service::types::{EmbedderInfo, RawInput};
+use crate::service::worker::WorkerHandle;
 
 /// A raw input to resolve: the request field it came from, the modality the request says it
 /// is (empty: any), and the input.
@@ -58,7 +60,49 @@ pub async fn resolve(
     })
 }
 
-pub use super::embedder::Embedded;
+pub use crate::service::types::Embedded;
+
+/// Resolves every field given raw through the model's encoders in one call; returns the
+/// encoder worker's (queue, compute). A field with both `embedding` and `raw` is refused.
+pub async fn resolve_all(
+    s: &Served,
+    fields: &mut [Field],
+    deadline: Option<Instant>,
+) -> Result<(Duration, Duration), ServiceError> {
+    let mut slots = Vec::new();
+    let mut at = Vec::new();
+    for (i, f) in fields.iter_mut().enumerate() {
+        if let Some(raw) = f.raw.take() {
+            if f.embedding.is_some() {
+                return Err(ServiceError::invalid(
+                    f.raw_name.as_str(),
+                    format!("is set together with {}; send one of them", f.name),
+                ));
+            }
+            slots.push(Slot {
+                field: f.raw_name.clone(),
+                modality: f.modality.clone(),
+                raw,
+            });
+            at.push(i);
+        }
+    }
+    if slots.is_empty() {
+        return Ok((Duration::ZERO, Duration::ZERO));
+    }
+    let out = resolve(
+        &s.worker,
+        s.info.encoders.as_ref(),
+        &s.info.name,
+        slots,
+        deadline,
+    )
+    .await?;
+    for (i, values) in at.into_iter().zip(out.rows) {
+        fields[i].resolved = Some(values);
+    }
+    Ok((out.queue, out.compute))
+}
 
 /// Checks one raw input against the encoders and turns it into what the encoder worker takes.
 async fn prepare(

@@ -2,9 +2,19 @@
 //! (default `info`, with symphonia at `warn`). JSON lines carry the current span's fields
 //! (`rpc`, `request_id`, `items`).
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use super::config::LogFormat;
+/// How the server writes its logs (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, span fields inline.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields (request_id, rpc, ...).
+    Json,
+}
 
 /// Installs the global subscriber; a second call (or one after another subscriber) is a no-op.
 pub fn init(format: LogFormat) {

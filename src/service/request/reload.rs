@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use super::error::ServiceError;
 use crate::model::ModelError;
+use crate::service::error::ServiceError;
 
 /// A model directory found on disk at reload.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,43 +14,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::Batching;
-use super::threads::IoThreadPolicy;
+mod args;
+mod serde_as;
+mod sources;
+
+pub use args::ServeArgs;
+pub use sources::{CONFIG_ENV, DEFAULT_FILE, ENV_PREFIX, KEYS};
+
 use crate::device::DeviceChoice;
-
-/// The file read when neither `--config` nor `DIFFGAP_CONFIG` names one (skipped if absent).
-pub const DEFAULT_FILE: &str = "diffgap.toml";
-/// The environment variable naming the configuration file.
-pub const CONFIG_ENV: &str = "DIFFGAP_CONFIG";
-/// The prefix of the environment variables of the keys.
-pub const ENV_PREFIX: &str = "DIFFGAP";
-
-/// Every key of [`ServeConfig`]; only these are read from the environment (other `DIFFGAP_*`
-/// variables, such as `DIFFGAP_CONFIG` or the scripts' `DIFFGAP_ROOT`, are not keys).
-pub const KEYS: &[&str] = &[
-    "model",
-    "listen",
-    "device",
-    "max_batch_rows",
-    "queue_capacity",
-    "max_items_per_request",
-    "metrics_listen",
-    "log_format",
-    "drain_timeout_secs",
-    "max_message_bytes",
-    "batching",
-    "max_batch_wait_ms",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-    "auth_tokens_file",
-    "admin_tokens_file",
-    "model_repository",
-    "catalogs",
-    "io_thread_policy",
-    "instances",
-    "intra_op_threads",
-];
+pub use crate::service::ops::telemetry::LogFormat;
+use crate::service::ops::threads::IoThreadPolicy;
+use crate::service::types::Batching;
+use serde_as::{as_string, as_value_enum};
 
 /// Largest `max_batch_rows` and `max_items_per_request`.
 pub const MAX_ROWS: usize = 65536;
@@ -58,17 +33,6 @@ pub const MAX_ROWS: usize = 65536;
 pub const MAX_INSTANCES: usize = 64;
 /// Largest `intra_op_threads`.
 pub const MAX_INTRA_OP_THREADS: usize = 1024;
-
-/// How the server writes its logs (to stderr).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines, span fields inline.
-    #[default]
-    Text,
-    /// One JSON object per line, with the current span's fields (request_id, rpc, ...).
-    Json,
-}
 
 /// The effective configuration of `diffgap serve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,160 +132,6 @@ impl Default for ServeConfig {
     }
 }
 
-/// The flags of `diffgap serve` and `diffgap config print`: each overrides the file and the
-/// environment only when given.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// Configuration file (TOML; see diffgap.example.toml). Env: DIFFGAP_CONFIG. Default:
-    /// ./diffgap.toml when present.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Model directory written by `diffgap train` [default: models/default; env: DIFFGAP_MODEL].
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:50051; env:
-    /// DIFFGAP_LISTEN].
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// auto, cpu or cuda:N [default: auto; env: DIFFGAP_DEVICE].
-    #[arg(long)]
-    pub device: Option<DeviceChoice>,
-    /// Most embedding rows the model worker batches into one pass [default: 256; env:
-    /// DIFFGAP_MAX_BATCH_ROWS].
-    #[arg(long)]
-    pub max_batch_rows: Option<usize>,
-    /// Requests that may wait for the model worker; more are refused with RESOURCE_EXHAUSTED
-    /// [default: 64; env: DIFFGAP_QUEUE_CAPACITY].
-    #[arg(long)]
-    pub queue_capacity: Option<usize>,
-    /// Most items of a Bridge request and most candidates of a Rank request [default: 64;
-    /// env: DIFFGAP_MAX_ITEMS_PER_REQUEST].
-    #[arg(long)]
-    pub max_items_per_request: Option<usize>,
-    /// Prometheus /metrics listener address, "" or "off" to disable [default:
-    /// 127.0.0.1:9090; env: DIFFGAP_METRICS_LISTEN].
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
-    /// Log format [default: text; env: DIFFGAP_LOG_FORMAT].
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Seconds the requests in flight may take to finish after SIGTERM/SIGINT [default: 30;
-    /// env: DIFFGAP_DRAIN_TIMEOUT_SECS].
-    #[arg(long)]
-    pub drain_timeout_secs: Option<u64>,
-    /// Largest gRPC message in bytes [default: derived from max_items_per_request; env:
-    /// DIFFGAP_MAX_MESSAGE_BYTES].
-    #[arg(long)]
-    pub max_message_bytes: Option<usize>,
-    /// How the model worker batches [default: step; env: DIFFGAP_BATCHING].
-    #[arg(long, value_enum)]
-    pub batching: Option<Batching>,
-    /// When idle, milliseconds the first request may wait for others [default: 0; env:
-    /// DIFFGAP_MAX_BATCH_WAIT_MS].
-    #[arg(long)]
-    pub max_batch_wait_ms: Option<u64>,
-    /// TLS certificate chain (PEM) of the gRPC listener [default: none, plaintext; env:
-    /// DIFFGAP_TLS_CERT].
-    #[arg(long, value_name = "PEM")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert [env: DIFFGAP_TLS_KEY].
-    #[arg(long, value_name = "PEM")]
-    pub tls_key: Option<PathBuf>,
-    /// CA (PEM) of client certificates: requires mutual TLS [env: DIFFGAP_TLS_CLIENT_CA].
-    #[arg(long, value_name = "PEM")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// File of bearer tokens, one a line [env: DIFFGAP_AUTH_TOKENS_FILE; tokens may also
-    /// come from DIFFGAP_AUTH_TOKENS].
-    #[arg(long, value_name = "FILE")]
-    pub auth_tokens_file: Option<PathBuf>,
-    /// File of admin tokens, one a line, for the Reload RPC [default: none, Reload refused;
-    /// env: DIFFGAP_ADMIN_TOKENS_FILE; tokens may also come from DIFFGAP_ADMIN_TOKENS].
-    #[arg(long, value_name = "FILE")]
-    pub admin_tokens_file: Option<PathBuf>,
-    /// Folder of model directories to serve, all of them; --model names the default
-    /// [default: none, serve --model alone; env: DIFFGAP_MODEL_REPOSITORY].
-    #[arg(long, value_name = "DIR")]
-    pub model_repository: Option<PathBuf>,
-    /// Folder of catalogs to serve (diffgap catalog build) [default: none; env:
-    /// DIFFGAP_CATALOGS].
-    #[arg(long, value_name = "DIR")]
-    pub catalogs: Option<PathBuf>,
-    /// Scheduling of the network threads: batch (never preempt the model threads on wake-up)
-    /// or normal [default: batch; env: DIFFGAP_IO_THREAD_POLICY].
-    #[arg(long, value_enum)]
-    pub io_thread_policy: Option<IoThreadPolicy>,
-    /// Model instances per model, each a thread with its own batch; on CPU one per core
-    /// gives the most throughput; 0: one per core on the CPU, one on a GPU [default: 1;
-    /// env: DIFFGAP_INSTANCES].
-    #[arg(long)]
-    pub instances: Option<usize>,
-    /// libtorch intra-op threads of each instance; 0 shares the cores out over the
-    /// instances [default: 0; env: DIFFGAP_INTRA_OP_THREADS].
-    #[arg(long)]
-    pub intra_op_threads: Option<usize>,
-}
-
-impl ServeArgs {
-    /// The flags given, as (key, value) overrides.
-    fn overrides(&self) -> Vec<(&'static str, String)> {
-        let o: Vec<(&'static str, Option<String>)> = vec![
-            (
-                "model",
-                self.model.as_ref().map(|p| p.display().to_string()),
-            ),
-            ("listen", self.listen.as_ref().map(ToString::to_string)),
-            ("device", self.device.as_ref().map(ToString::to_string)),
-            (
-                "max_batch_rows",
-                self.max_batch_rows.as_ref().map(ToString::to_string),
-            ),
-            (
-                "queue_capacity",
-                self.queue_capacity.as_ref().map(ToString::to_string),
-            ),
-            (
-                "max_items_per_request",
-                self.max_items_per_request.as_ref().map(ToString::to_string),
-            ),
-            ("metrics_listen", self.metrics_listen.clone()),
-            ("log_format", self.log_format.map(value_name)),
-            (
-                "drain_timeout_secs",
-                self.drain_timeout_secs.as_ref().map(ToString::to_string),
-            ),
-            (
-                "max_message_bytes",
-                self.max_message_bytes.as_ref().map(ToString::to_string),
-            ),
-            ("batching", self.batching.map(value_name)),
-            (
-                "max_batch_wait_ms",
-                self.max_batch_wait_ms.as_ref().map(ToString::to_string),
-            ),
-            ("tls_cert", path_value(&self.tls_cert)),
-            ("tls_key", path_value(&self.tls_key)),
-            ("tls_client_ca", path_value(&self.tls_client_ca)),
-            ("auth_tokens_file", path_value(&self.auth_tokens_file)),
-            ("admin_tokens_file", path_value(&self.admin_tokens_file)),
-            ("model_repository", path_value(&self.model_repository)),
-            ("catalogs", path_value(&self.catalogs)),
-            ("io_thread_policy", self.io_thread_policy.map(value_name)),
-            (
-                "instances",
-                self.instances.as_ref().map(ToString::to_string),
-            ),
-            (
-                "intra_op_threads",
-                self.intra_op_threads.as_ref().map(ToString::to_string),
-            ),
-        ];
-        debug_assert!(o.iter().all(|(k, _)| KEYS.contains(k)));
-        o.into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect()
-    }
-}
-
 impl ServeConfig {
     /// The defaults for `model` on `listen`, with the metrics listener off: for embedding the
     /// server in another program or a test (where a fixed metrics port would collide).
@@ -347,50 +157,7 @@ impl ServeConfig {
         env: impl IntoIterator<Item = (String, String)>,
         dir: &Path,
     ) -> Result<Self, String> {
-        let mut env_keys = config::Map::new();
-        let mut file_from_env = None;
-        for (k, v) in env {
-            if k == CONFIG_ENV {
-                file_from_env = Some(PathBuf::from(v));
-                continue;
-            }
-            let key = k
-                .strip_prefix(ENV_PREFIX)
-                .and_then(|r| r.strip_prefix('_'))
-                .map(str::to_ascii_lowercase);
-            if key.is_some_and(|key| KEYS.contains(&key.as_str())) {
-                env_keys.insert(k, v);
-            }
-        }
-        let mut builder = config::Config::builder();
-        match args.config.clone().or(file_from_env) {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(format!(
-                        "config: cannot read the configuration file {}",
-                        path.display()
-                    ));
-                }
-                builder = builder.add_source(file_source(&path, true));
-            }
-            None => {
-                let path = dir.join(DEFAULT_FILE);
-                if path.is_file() {
-                    builder = builder.add_source(file_source(&path, true));
-                }
-            }
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .source(Some(env_keys)),
-        );
-        for (key, value) in args.overrides() {
-            builder = builder
-                .set_override(key, value)
-                .map_err(|e| format!("{key}: {e}"))?;
-        }
-        let cfg: Self = builder
+        let cfg: Self = sources::layered(args, env, dir)?
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| e.to_string())?;
@@ -498,71 +265,6 @@ impl ServeConfig {
         let mut shown = self.clone();
         shown.max_message_bytes = Some(self.message_limit());
         toml::to_string(&shown).map_err(|e| format!("rendering the configuration: {e}"))
-    }
-}
-
-fn file_source(
-    path: &Path,
-    required: bool,
-) -> config::File<config::FileSourceFile, config::FileFormat> {
-    config::File::new(&path.to_string_lossy(), config::FileFormat::Toml).required(required)
-}
-
-/// A path flag as an override value.
-fn path_value(p: &Option<PathBuf>) -> Option<String> {
-    p.as_ref().map(|p| p.display().to_string())
-}
-
-/// The name clap knows a value by (`text`, `step`...).
-fn value_name<T: clap::ValueEnum>(v: T) -> String {
-    v.to_possible_value()
-        .map(|p| p.get_name().to_owned())
-        .unwrap_or_default()
-}
-
-/// (De)serializes a clap value enum by its value names.
-mod as_value_enum {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<T: clap::ValueEnum, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::value_name(v.clone()))
-    }
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
-    where
-        T: clap::ValueEnum,
-        D: Deserializer<'de>,
-    {
-        let s = String::deserialize(d)?;
-        T::from_str(&s, true).map_err(|_| {
-            let names: Vec<String> = T::value_variants()
-                .iter()
-                .map(|v| super::value_name(v.clone()))
-                .collect();
-            serde::de::Error::custom(format!("unknown value '{s}', use one of {names:?}"))
-        })
-    }
-}
-
-/// (De)serializes through `Display` and `FromStr`.
-mod as_string {
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
-    where
-        T: FromStr,
-        T::Err: Display,
-        D: Deserializer<'de>,
-    {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

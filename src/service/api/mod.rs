@@ -1,0 +1,17 @@
+//! The API layer: the tonic handlers of `diffgap.v1.Diffgap` ([`service`], one file per RPC
+//! family), what they share ([`context`]), request ids and timing headers, `grpc-timeout`
+//! deadlines and [`security`]. No request logic: it hands requests to [`crate::service::request`].
+
+pub mod bridge;
+pub mod context;
+pub mod deadline;
+pub mod embed;
+pub mod info;
+pub mod rank;
+pub mod request_id;
+pub mod security;
+pub mod service;
+pub mod stream;
+
+pub use context::Limits;
+pub use service::DiffgapService;

@@ -1,0 +1,173 @@
+//! Rank: the request checked and planned ([`crate::service::request::rank`] scores it).
+
+use std::time::Instant;
+
+use crate::model::card::{direction_key, FusionWeights};
+use crate::service::api::context::Context;
+use crate::service::api::request_id::timings;
+use crate::service::error::ServiceError;
+use crate::service::proto::{self, RankMode};
+use crate::service::request::rank::{self, Candidates, Plan};
+use crate::service::request::raw_input::resolve_all;
+use crate::service::request::validate::{self, check_direction, check_modality, Field};
+
+pub async fn rank(
+    ctx: &Context,
+    req: proto::RankRequest,
+    deadline: Option<Instant>,
+) -> Result<proto::RankResponse, ServiceError> {
+    let t0 = Instant::now();
+    let s = ctx.served(&req.model)?;
+    let m = &s.info;
+    let mode = match RankMode::try_from(req.mode) {
+        Ok(RankMode::Unspecified) => RankMode::Fused,
+        Ok(mode) => mode,
+        Err(_) => {
+            return Err(ServiceError::invalid(
+                "mode",
+                format!(
+                    "unknown value {}; use RANK_MODE_CONTRASTIVE (1), RANK_MODE_BRIDGED (2), RANK_MODE_REVERSE (3), RANK_MODE_FUSED (4) or RANK_MODE_GENERATIVE (5)",
+                    req.mode
+                ),
+            ))
+        }
+    };
+    let q = req.query_modality.clone();
+    check_modality(m, "query_modality", &q)?;
+    let catalog = if req.catalog.is_empty() {
+        None
+    } else {
+        if !req.candidates.is_empty() {
+            return Err(ServiceError::invalid(
+                "candidates",
+                "must be empty when catalog is set",
+            ));
+        }
+        Some(s.catalogs.get(&req.catalog).cloned().ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "model '{}' serves no catalog '{}'; it serves {:?}",
+                m.name,
+                req.catalog,
+                s.catalogs.keys().collect::<Vec<_>>()
+            ))
+        })?)
+    };
+    let c = match &catalog {
+        Some(cat) if req.candidate_modality.is_empty() => cat.meta.modality.clone(),
+        Some(cat) if req.candidate_modality != cat.meta.modality => {
+            return Err(ServiceError::invalid(
+                "candidate_modality",
+                format!(
+                    "is '{}' but catalog '{}' holds {}",
+                    req.candidate_modality, req.catalog, cat.meta.modality
+                ),
+            ))
+        }
+        _ => req.candidate_modality.clone(),
+    };
+    check_modality(m, "candidate_modality", &c)?;
+    if q == c {
+        return Err(ServiceError::invalid(
+            "candidate_modality",
+            format!("must differ from query_modality (both are '{q}')"),
+        ));
+    }
+    if catalog.is_none() {
+        ctx.count("candidates", req.candidates.len())?;
+    }
+    let fused = || -> Result<FusionWeights, ServiceError> {
+        m.fusion
+            .get(&direction_key(&q, &c))
+            .copied()
+            .ok_or_else(|| {
+                ServiceError::FailedPrecondition(format!(
+                    "the model has no fusion weights for {}; use another mode",
+                    direction_key(&q, &c)
+                ))
+            })
+    };
+    let (weights, shortlist) = match mode {
+        RankMode::Contrastive => (w(1.0, 0.0, 0.0), 0),
+        RankMode::Bridged => (w(0.0, 1.0, 0.0), 0),
+        RankMode::Reverse => (w(0.0, 0.0, 1.0), 0),
+        RankMode::Fused | RankMode::Unspecified => (fused()?, 0),
+        RankMode::Generative => {
+            let k = req
+                .shortlist
+                .map_or(validate::DEFAULT_SHORTLIST, |k| k as usize);
+            if k == 0 || k > validate::MAX_SHORTLIST {
+                return Err(ServiceError::invalid(
+                    "shortlist",
+                    format!("must be in 1..={}, got {k}", validate::MAX_SHORTLIST),
+                ));
+            }
+            check_direction(m, "query_modality", &c, &q)?;
+            (fused()?, k)
+        }
+    };
+    if weights.bridged != 0.0 {
+        check_direction(m, "candidate_modality", &q, &c)?;
+    }
+    if weights.reverse != 0.0 && catalog.is_none() {
+        check_direction(m, "query_modality", &c, &q)?;
+    }
+    let mut fields = vec![Field::new(
+        "query",
+        "raw_query",
+        &q,
+        req.query,
+        req.raw_query,
+    )];
+    let mut ids = Vec::with_capacity(req.candidates.len());
+    for (i, cand) in req.candidates.into_iter().enumerate() {
+        fields.push(Field::new(
+            &format!("candidates[{i}].embedding"),
+            &format!("candidates[{i}].raw"),
+            &c,
+            cand.embedding,
+            cand.raw,
+        ));
+        ids.push(cand.id);
+    }
+    let encode = resolve_all(&s, &mut fields, deadline).await?;
+    let mut values = fields
+        .into_iter()
+        .map(|f| f.values(m.dim))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
+    let query = values
+        .next()
+        .ok_or_else(|| ServiceError::Internal("rank query".into()))?;
+    let candidates = match catalog {
+        Some(cat) => Candidates::Catalog {
+            name: req.catalog.clone(),
+            ids: cat.meta.ids.clone(),
+        },
+        None => Candidates::Inline {
+            ids,
+            embeddings: values.collect(),
+        },
+    };
+    let plan = Plan {
+        query,
+        query_modality: q,
+        candidate_modality: c,
+        weights,
+        shortlist,
+        top_k: req.top_k as usize,
+        seed: req.seed.unwrap_or(0),
+    };
+    let out = rank::rank(m, &s.worker, plan, candidates, deadline).await?;
+    Ok(proto::RankResponse {
+        results: out.results,
+        timings: Some(timings(out.queue + encode.0, out.compute + encode.1, t0)),
+    })
+}
+
+fn w(contrastive: f64, bridged: f64, reverse: f64) -> FusionWeights {
+    FusionWeights {
+        contrastive,
+        bridged,
+        reverse,
+    }
+}

@@ -1,0 +1,11 @@
+//! The request core: a request validated into checked rows ([`validate`], [`bridge`]), Rank
+//! planning and scoring ([`rank`]), raw inputs ([`raw_input`]), and the served models and
+//! catalogs ([`repository`], [`reload`], [`catalog`]). It hands rows to [`crate::service::worker`].
+
+pub mod bridge;
+pub mod catalog;
+pub mod rank;
+pub mod raw_input;
+pub mod reload;
+pub mod repository;
+pub mod validate;

@@ -1,0 +1,106 @@
+//! The model worker: one OS thread per model instance, each loading and owning its own copy of
+//! the model (its tensors never leave that thread), fed by its own bounded channel. The
+//! [`WorkerHandle`] sends each request to the instance with the least work outstanding. Several
+//! instances matter on CPU: one OpenMP team spread over every core stalls as a whole whenever
+//! one of its threads is preempted (by the network threads, say) while its partners spin at
+//! the next barrier; one single-threaded instance per core only loses the preempted core's
+//! time. Two batching modes, per instance:
+//!
+//! - [`Batching::Step`] (the default): continuous batching per denoising step, by the
+//!   [`Scheduler`]: requests join the running batch at the next step and leave it as soon as
+//!   their rows are done;
+//! - [`Batching::Request`]: it drains whatever requests are waiting, up to a row budget, and
+//!   runs their rows grouped by (direction, steps, guidance, samples) as one whole sampling
+//!   loop per group.
+//!
+//! Modules, in the order a request meets them: [`handle`] (the async side and load
+//! balancing), [`queue`] (what the channels carry), [`thread`] (an instance's life),
+//! [`step_loop`] and [`scheduler`] (step batching), [`request_batching`], [`context`] (what
+//! runs on the model thread sees: the model, encoders and device catalogs), [`embedder`],
+//! [`stats`] and [`options`].
+//!
+//! Each row carries its own seed, so a result does not depend on what it was batched with.
+//! Requests carry an optional deadline; expired requests and those whose client went away are
+//! dropped before they reach the model.
+
+pub mod context;
+pub mod embedder;
+pub mod handle;
+pub mod options;
+pub mod queue;
+pub mod request_batching;
+pub mod scheduler;
+pub mod stats;
+pub mod step_loop;
+pub mod thread;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tch::Device;
+use tokio::sync::{mpsc, oneshot};
+
+pub use context::{DeviceCatalog, WorkerCtx};
+pub use handle::WorkerHandle;
+pub use options::WorkerOptions;
+pub use stats::{StatsSnapshot, WorkerStats};
+
+use crate::service::error::ServiceError;
+use crate::service::types::ModelInfo;
+use handle::Lane;
+use thread::{DeathWatch, ReadyJoin};
+
+/// A started worker: its handle, the load result (sent once every instance is loaded and
+/// warmed up), its counters and its threads, which end once every handle is dropped.
+pub struct ModelWorker {
+    pub handle: WorkerHandle,
+    pub ready: oneshot::Receiver<Result<ModelInfo, ServiceError>>,
+    pub stats: Arc<WorkerStats>,
+    pub threads: Vec<JoinHandle<()>>,
+    /// Answers `Ok(message)` if an instance's thread dies of a panic; closed (`Err`) when
+    /// they all end normally (every handle dropped) or fail to load.
+    pub died: oneshot::Receiver<String>,
+}
+
+impl ModelWorker {
+    /// Starts `opts.instances` model threads on `device`, each loading the model in `dir`.
+    pub fn spawn_with(
+        dir: PathBuf,
+        device: Device,
+        opts: WorkerOptions,
+    ) -> Result<Self, ServiceError> {
+        let opts = opts.resolved(device);
+        let n = opts.instances.max(1);
+        // The queue bound is the service's: shared out so that the total stays as configured.
+        let per_lane = opts.queue_capacity.div_ceil(n).max(1);
+        let (ready_tx, ready) = oneshot::channel();
+        let join = Arc::new(Mutex::new(ReadyJoin::new(n, ready_tx)));
+        let (died_tx, died) = oneshot::channel();
+        let died_tx = Arc::new(Mutex::new(Some(died_tx)));
+        let stats = Arc::new(WorkerStats::default());
+        let mut lanes = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for instance in 0..n {
+            let (tx, rx) = mpsc::channel(per_lane);
+            let watch = DeathWatch::new(instance, died_tx.clone());
+            let (dir, join, stats) = (dir.clone(), join.clone(), stats.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("diffgap-model-{instance}"))
+                .spawn(move || {
+                    let _watch = watch;
+                    thread::run_instance(&dir, device, opts, rx, &join, &stats);
+                })
+                .map_err(|e| ServiceError::Internal(format!("cannot start a model thread: {e}")))?;
+            lanes.push(Lane::new(tx));
+            threads.push(thread);
+        }
+        Ok(Self {
+            handle: WorkerHandle::new(lanes, per_lane * n),
+            ready,
+            stats,
+            threads,
+            died,
+        })
+    }
+}
