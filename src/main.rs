@@ -44,6 +44,8 @@ enum Command {
     /// Load a running server (closed loop over concurrencies, open loop at a rate) and print
     /// throughput and latency percentiles next to the in-process engine's best throughput.
     Loadgen(diffgap::loadgen::LoadgenArgs),
+    /// Bridge latency alone and beside clients looping long-audio Embeds (a markdown table).
+    LoadgenAudio(diffgap::loadgen_audio::LoadgenAudioArgs),
     /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
     /// reflection, and Prometheus metrics on their own port) until SIGINT or SIGTERM, then
     /// drain. Settings layer: defaults < diffgap.toml (or --config FILE / DIFFGAP_CONFIG) <
@@ -217,6 +219,7 @@ fn main() -> Result<()> {
         }
         Command::Bench(args) => bench::run(&args)?,
         Command::Loadgen(args) => diffgap::loadgen::run(&args)?,
+        Command::LoadgenAudio(args) => diffgap::loadgen_audio::run(&args)?,
         Command::Serve(_) => serve(serve_cfg.context("the serve configuration")?)?,
         Command::Health(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
