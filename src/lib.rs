@@ -15,7 +15,8 @@
 //! - [`projection`]: the small CLAP's projection heads and their contrastive training;
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
-//! - [`loadgen`]: load against a running server (`diffgap loadgen`).
+//! - [`loadgen`]: load against a running server (`diffgap loadgen`);
+//! - [`loadgen_audio`]: Bridge latency beside heavy audio (`diffgap loadgen-audio`).
 // Client-controlled data must never reach a panic: no `unwrap` outside tests; the few true
 // invariants say so with `expect("... This is a bug.")`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -30,6 +31,7 @@ pub mod diffusion;
 pub mod encoders;
 pub mod eval;
 pub mod loadgen;
+pub mod loadgen_audio;
 pub mod model;
 pub mod projection;
 pub mod service;

@@ -61,6 +61,35 @@ pub fn set_current(_policy: IoThreadPolicy) -> io::Result<()> {
     Ok(())
 }
 
+/// Lowers the calling thread's CPU priority by `increment` nice levels (at most to 19); returns
+/// its new nice value. Linux keeps a nice value per thread (`who` 0 is the calling thread), and
+/// raising it needs no privilege.
+#[cfg(target_os = "linux")]
+pub fn lower_current_priority(increment: i32) -> io::Result<i32> {
+    // SAFETY: `errno` is the calling thread's; getpriority may legitimately return -1, so
+    // errno tells its failures apart.
+    let current = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let err = io::Error::last_os_error();
+    if current == -1 && err.raw_os_error().is_some_and(|e| e != 0) {
+        return Err(err);
+    }
+    let nice = current.saturating_add(increment.max(0)).min(19);
+    // SAFETY: plain syscall on the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(nice)
+}
+
+/// Elsewhere the thread keeps its priority.
+#[cfg(not(target_os = "linux"))]
+pub fn lower_current_priority(_increment: i32) -> io::Result<i32> {
+    Ok(0)
+}
+
 /// Pins the calling thread, and the threads it starts from now on, to the CPUs `cpus` (e.g. a
 /// benchmark's in-process engine onto the cores its server runs on, away from the client's).
 #[cfg(target_os = "linux")]
@@ -174,6 +203,20 @@ mod tests {
         assert_eq!(child.expect("child CPUs"), 1);
         assert!(pin_current(&[]).is_err(), "no CPU");
         assert!(pin_current(&[1 << 20]).is_err(), "out of range");
+    }
+
+    #[test]
+    fn a_lowered_priority_is_the_calling_threads_alone() {
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let lowered = std::thread::spawn(|| {
+            let nice = lower_current_priority(5).expect("lower");
+            (nice, unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(lowered.0, (before + 5).min(19));
+        assert_eq!(lowered.1, lowered.0);
+        assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, before);
     }
 
     #[test]

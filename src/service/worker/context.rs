@@ -1,33 +1,19 @@
-//! What runs on a model instance's thread sees: the model, its encoders and the catalogs
-//! installed there as device tensors.
+//! What runs on a model instance's thread sees: the model and the catalogs installed there as
+//! device tensors (the encoders have their own thread: [`super::encoder_thread`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tch::Tensor;
 
-use crate::encoders::EncoderSet;
 use crate::model::DiffgapModel;
 use crate::service::error::ServiceError;
 use crate::service::types::CatalogData;
-use crate::service::worker::embedder::{self, EmbedJob};
 
 /// What a [`Call`] sees: the model and the catalogs installed on this worker.
 pub struct WorkerCtx<'m> {
     pub model: &'m DiffgapModel,
     pub catalogs: BTreeMap<String, DeviceCatalog>,
-    pub encoders: Option<EncoderSet>,
-    /// Embed requests taken from the queue, run together before the next step.
-    pub(crate) embeds: Vec<EmbedJob>,
-}
-
-impl WorkerCtx<'_> {
-    /// Runs the waiting Embed requests as one batch.
-    pub(super) fn flush_embeds(&mut self) {
-        if !self.embeds.is_empty() {
-            embedder::process(self.encoders.as_ref(), std::mem::take(&mut self.embeds));
-        }
-    }
 }
 
 /// A catalog's tensors on the model's device, and the plain data they come from.

@@ -1,12 +1,11 @@
-//! Encoding raw inputs on the model worker: the model's encoders
-//! ([`crate::encoders::EncoderSet`]: TorchScript modules and projection heads) live on the
-//! model's thread next to the denoiser (their tensors never leave it), and Embed requests go
-//! through the same queue and scheduler as Bridge rows: between two denoising steps the worker
-//! takes every Embed request waiting and runs all their texts through the text encoder as
-//! padded batches, their video clips as one batch, and their audio clips one by one (the audio
-//! front-end blocks each clip by its own length). Requests past their deadline or whose client
-//! went away are dropped first. Audio bytes are decoded before they get here, on the blocking
-//! pool: decoding needs no tensors and would stall the steps.
+//! Encoding raw inputs: the model's encoders ([`crate::encoders::EncoderSet`]: TorchScript
+//! modules and projection heads) live on the instance's encoder thread
+//! ([`super::encoder_thread`]; their tensors never leave it), which takes every Embed request
+//! waiting and runs all their texts through the text encoder as padded batches, their video
+//! clips as one batch, and their audio clips one by one (the audio front-end blocks each clip
+//! by its own length). Requests past their deadline or whose client went away are dropped
+//! first. Audio bytes are decoded before they get here, on the blocking pool: decoding needs
+//! no tensors.
 
 use std::path::Path;
 use std::time::Instant;
@@ -45,7 +44,7 @@ impl EmbedJob {
     }
 }
 
-/// Loads `<model_dir>/encoders` (on the model's thread) and runs each encoder once, so that no
+/// Loads `<model_dir>/encoders` (on the encoder thread) and runs each encoder once, so that no
 /// request pays for libtorch's first call; `Ok(None)` when the model has none.
 pub fn load(model_dir: &Path, device: Device) -> Result<Option<EncoderSet>, EncoderError> {
     let dir = model_dir.join(ENCODERS_DIR);
@@ -76,8 +75,8 @@ pub fn info_of(set: &EncoderSet) -> EmbedderInfo {
     }
 }
 
-/// Runs the Embed requests that were waiting, as one batch per input kind, between two
-/// denoising steps of the model worker; drops the expired and the abandoned ones first.
+/// Runs the Embed requests that were waiting, as one batch per input kind; drops the expired
+/// and the abandoned ones first.
 pub fn process(set: Option<&EncoderSet>, mut jobs: Vec<EmbedJob>) {
     let Some(set) = set else {
         for j in jobs {

@@ -15,9 +15,11 @@ use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::embedder::EmbedJob;
 use crate::service::worker::queue::{Call, Job, JobRows, LoadTicket, Msg};
 
-/// One instance's queue and the work sent to it and not yet answered.
+/// One instance's queues (model thread, encoder thread) and the bridge work sent to it and
+/// not yet answered.
 pub(super) struct Lane {
     tx: mpsc::Sender<Msg>,
+    embeds: mpsc::Sender<EmbedJob>,
     load: Arc<AtomicUsize>,
 }
 
@@ -32,9 +34,10 @@ pub struct WorkerHandle {
 }
 
 impl Lane {
-    pub(super) fn new(tx: mpsc::Sender<Msg>) -> Self {
+    pub(super) fn new(tx: mpsc::Sender<Msg>, embeds: mpsc::Sender<EmbedJob>) -> Self {
         Self {
             tx,
+            embeds,
             load: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -111,7 +114,7 @@ impl WorkerHandle {
         }
     }
 
-    fn send_error(&self, e: TrySendError<Msg>) -> ServiceError {
+    fn send_error<T>(&self, e: TrySendError<T>) -> ServiceError {
         match e {
             TrySendError::Full(_) => self.overloaded(),
             TrySendError::Closed(_) => Self::stopped(),
@@ -154,16 +157,29 @@ impl WorkerHandle {
         Err(self.overloaded())
     }
 
-    /// Encodes raw inputs with the model's encoders, batched with the other Embed requests
-    /// waiting, between two denoising steps. RESOURCE_EXHAUSTED when the queue is full.
+    /// Encodes raw inputs with the model's encoders, on an instance's encoder thread, batched
+    /// with the other Embed requests waiting there. RESOURCE_EXHAUSTED when the queues are full.
     pub async fn embed(
         &self,
         inputs: Vec<RawInput>,
         deadline: Option<Instant>,
     ) -> Result<Embedded, ServiceError> {
-        let (job, answer) = EmbedJob::new(inputs, deadline);
-        self.send(Msg::Embed(job))?;
-        answered(answer).await
+        let (mut job, answer) = EmbedJob::new(inputs, deadline);
+        let n = self.lanes.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        // The encoder queue with the fewest requests waiting, in a rotating order among equals.
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        order.sort_by_key(|&i| {
+            self.lanes[i].embeds.max_capacity() - self.lanes[i].embeds.capacity()
+        });
+        for i in order {
+            match self.lanes[i].embeds.try_send(job) {
+                Ok(()) => return answered(answer).await,
+                Err(TrySendError::Full(back)) => job = back,
+                Err(e) => return Err(self.send_error(e)),
+            }
+        }
+        Err(self.overloaded())
     }
 
     /// Runs `f` on the model thread (between two denoising steps) and returns its result.
@@ -203,15 +219,22 @@ impl WorkerHandle {
 
     /// Messages waiting in the queues (requests, embeds and calls no instance has taken).
     pub fn queued(&self) -> usize {
-        let room: usize = self.lanes.iter().map(|l| l.tx.capacity()).sum();
-        let size: usize = self.lanes.iter().map(|l| l.tx.max_capacity()).sum();
-        size.saturating_sub(room)
+        let waiting = |room: usize, size: usize| size.saturating_sub(room);
+        self.lanes
+            .iter()
+            .map(|l| {
+                waiting(l.tx.capacity(), l.tx.max_capacity())
+                    + waiting(l.embeds.capacity(), l.embeds.max_capacity())
+            })
+            .sum()
     }
 
-    /// Whether an instance's thread has ended (its queue is closed): the model then no longer
-    /// answers as configured.
+    /// Whether an instance's thread (model or encoder) has ended (its queue is closed): the
+    /// model then no longer answers as configured.
     pub fn is_closed(&self) -> bool {
-        self.lanes.iter().any(|l| l.tx.is_closed())
+        self.lanes
+            .iter()
+            .any(|l| l.tx.is_closed() || l.embeds.is_closed())
     }
 
     /// Model instances behind this handle.

@@ -1,5 +1,7 @@
 //! The model worker: one OS thread per model instance, each loading and owning its own copy of
-//! the model (its tensors never leave that thread), fed by its own bounded channel. The
+//! the model (its tensors never leave that thread), fed by its own bounded channel, and beside
+//! it one encoder thread per instance that owns its encoders and serves its Embed queue at a
+//! lower CPU priority ([`encoder_thread`]: long audio never holds up denoising steps). The
 //! [`WorkerHandle`] sends each request to the instance with the least work outstanding. Several
 //! instances matter on CPU: one OpenMP team spread over every core stalls as a whole whenever
 //! one of its threads is preempted (by the network threads, say) while its partners spin at
@@ -16,7 +18,8 @@
 //! Modules, in the order a request meets them: [`handle`] (the async side and load
 //! balancing), [`queue`] (what the channels carry), [`thread`] (an instance's life),
 //! [`step_loop`] and [`scheduler`] (step batching), [`request_batching`], [`context`] (what
-//! runs on the model thread sees: the model, encoders and device catalogs), [`embedder`],
+//! runs on the model thread sees: the model and device catalogs), [`encoder_thread`] and
+//! [`embedder`] (Embed requests),
 //! [`stats`] and [`options`].
 //!
 //! Each row carries its own seed, so a result does not depend on what it was batched with.
@@ -25,6 +28,7 @@
 
 pub mod context;
 pub mod embedder;
+pub mod encoder_thread;
 pub mod handle;
 pub mod options;
 pub mod queue;
@@ -64,7 +68,8 @@ pub struct ModelWorker {
 }
 
 impl ModelWorker {
-    /// Starts `opts.instances` model threads on `device`, each loading the model in `dir`.
+    /// Starts `opts.instances` model threads on `device`, each loading the model in `dir`, and
+    /// beside each an encoder thread loading its encoders.
     pub fn spawn_with(
         dir: PathBuf,
         device: Device,
@@ -80,19 +85,29 @@ impl ModelWorker {
         let died_tx = Arc::new(Mutex::new(Some(died_tx)));
         let stats = Arc::new(WorkerStats::default());
         let mut lanes = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(2 * n);
         for instance in 0..n {
             let (tx, rx) = mpsc::channel(per_lane);
+            let (embed_tx, embed_rx) = mpsc::channel(per_lane);
+            let (encoder, encoders) = encoder_thread::spawn(
+                instance,
+                dir.clone(),
+                device,
+                opts,
+                embed_rx,
+                DeathWatch::new(instance, died_tx.clone()),
+            )?;
+            threads.push(encoder);
             let watch = DeathWatch::new(instance, died_tx.clone());
             let (dir, join, stats) = (dir.clone(), join.clone(), stats.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("diffgap-model-{instance}"))
                 .spawn(move || {
                     let _watch = watch;
-                    thread::run_instance(&dir, device, opts, rx, &join, &stats);
+                    thread::run_instance(&dir, device, opts, rx, encoders, &join, &stats);
                 })
                 .map_err(|e| ServiceError::Internal(format!("cannot start a model thread: {e}")))?;
-            lanes.push(Lane::new(tx));
+            lanes.push(Lane::new(tx, embed_tx));
             threads.push(thread);
         }
         Ok(Self {

@@ -1,5 +1,6 @@
 //! What a model instance's queue carries: Bridge requests (with the work they count against
-//! their instance), Embed requests and calls to run on the model thread.
+//! their instance) and calls to run on the model thread (Embed requests have their own queue,
+//! served by the instance's encoder thread).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use crate::model::{DiffgapModel, ModelError};
 use crate::service::error::ServiceError;
 use crate::service::types::{BridgeRow, Bridged, CheckedRows, RowStart};
 use crate::service::worker::context::WorkerCtx;
-use crate::service::worker::embedder::EmbedJob;
 
 /// What runs on the model thread between two denoising steps, with the model and the worker's
 /// catalogs at hand (tensors stay on that thread; the closure returns plain data).
@@ -22,7 +22,6 @@ pub type Call = Box<dyn FnOnce(&mut WorkerCtx<'_>) + Send>;
 pub(crate) enum Msg {
     Rows(Job),
     Call(Call),
-    Embed(EmbedJob),
 }
 
 /// A request's rows as they arrive: checked by request validation, or from an in-process

@@ -36,21 +36,6 @@ pub(super) fn run_request_batches(
                     call(&mut ctx);
                     continue;
                 }
-                Some(Msg::Embed(job)) => {
-                    ctx.embeds.push(job);
-                    while let Ok(msg) = rx.try_recv() {
-                        match msg {
-                            Msg::Embed(job) => ctx.embeds.push(job),
-                            Msg::Call(call) => call(&mut ctx),
-                            Msg::Rows(job) => {
-                                carried = Some(job);
-                                break;
-                            }
-                        }
-                    }
-                    ctx.flush_embeds();
-                    continue;
-                }
                 None => return,
             },
         };
@@ -67,11 +52,9 @@ pub(super) fn run_request_batches(
                     jobs.push(job);
                 }
                 Ok(Msg::Call(call)) => call(&mut ctx),
-                Ok(Msg::Embed(job)) => ctx.embeds.push(job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        ctx.flush_embeds();
         stats.set_queue_depth(
             &mut queued,
             rx.len() + jobs.len() + usize::from(carried.is_some()),

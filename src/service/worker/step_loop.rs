@@ -38,7 +38,6 @@ pub(super) fn run_steps(
                     call(&mut ctx);
                     continue;
                 }
-                Some(Msg::Embed(job)) => ctx.embeds.push(job),
                 None => return,
             }
         }
@@ -46,12 +45,10 @@ pub(super) fn run_steps(
             match rx.try_recv() {
                 Ok(Msg::Rows(job)) => sched.accept(job, Instant::now()),
                 Ok(Msg::Call(call)) => call(&mut ctx),
-                Ok(Msg::Embed(job)) => ctx.embeds.push(job),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }
         }
-        ctx.flush_embeds();
         if sched.is_idle() {
             // E.g. every request taken was dropped: nothing waits any more.
             stats.set_queue_depth(&mut queued, rx.len());
@@ -81,7 +78,6 @@ fn fill_for(
         match rx.try_recv() {
             Ok(Msg::Rows(job)) => sched.accept(job, Instant::now()),
             Ok(Msg::Call(call)) => call(ctx),
-            Ok(Msg::Embed(job)) => ctx.embeds.push(job),
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
                 let now = Instant::now();

@@ -1,8 +1,10 @@
-//! A model instance's thread: it loads and warms up its own copy of the model, reports ready
-//! (or its load error), then serves its queue with the configured batching until the queue
-//! closes; a panic there is reported as the instance's death.
+//! A model instance's thread: it loads and warms up its own copy of the model, waits for its
+//! encoder thread's load, reports ready (or the first load error), then serves its queue with
+//! the configured batching until the queue closes; a panic there (or on the encoder thread) is
+//! reported as the instance's death.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use tch::{Device, Kind, Tensor};
@@ -14,7 +16,7 @@ use crate::service::error::ServiceError;
 use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::types::{Batching, ModelInfo};
 use crate::service::worker::context::WorkerCtx;
-use crate::service::worker::embedder;
+use crate::service::worker::encoder_thread::Loaded;
 use crate::service::worker::options::WorkerOptions;
 use crate::service::worker::queue::Msg;
 use crate::service::worker::request_batching::run_request_batches;
@@ -22,7 +24,7 @@ use crate::service::worker::stats::WorkerStats;
 use crate::service::worker::step_loop::run_steps;
 
 /// Sends on `died` when a model thread unwinds from a panic (the first one only).
-pub(super) struct DeathWatch {
+pub(crate) struct DeathWatch {
     instance: usize,
     tx: Arc<Mutex<Option<oneshot::Sender<String>>>>,
 }
@@ -73,11 +75,13 @@ impl ReadyJoin {
 }
 
 /// One instance's thread: load, warm up, report, then serve its queue until it closes.
+/// `encoders` answers once the instance's encoder thread has loaded (or failed to).
 pub(super) fn run_instance(
     dir: &std::path::Path,
     device: Device,
     opts: WorkerOptions,
     rx: mpsc::Receiver<Msg>,
+    encoders: std_mpsc::Receiver<Loaded>,
     join: &Mutex<ReadyJoin>,
     stats: &WorkerStats,
 ) {
@@ -94,25 +98,26 @@ pub(super) fn run_instance(
     let loaded = artifact::load(dir, device)
         .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
         .and_then(|m| {
-            embedder::load(dir, device)
-                .map(|e| (m, e))
-                .map_err(|e| ModelError::Artifact {
-                    dir: dir.to_owned(),
-                    detail: format!("encoders: {e}"),
-                })
+            let detail = match encoders.recv() {
+                Ok(Ok(info)) => return Ok((m, info)),
+                Ok(Err(e)) => format!("encoders: {e}"),
+                Err(_) => "encoders: the encoder thread stopped while loading".to_string(),
+            };
+            Err(ModelError::Artifact {
+                dir: dir.to_owned(),
+                detail,
+            })
         });
     match loaded {
         Ok((model, encoders)) => {
             let mut info = ModelInfo::of(&model);
-            info.encoders = encoders.as_ref().map(embedder::info_of);
+            info.encoders = encoders;
             info.instances = opts.instances.max(1);
             info.threads_per_instance = tch::get_num_threads().max(1) as usize;
             ReadyJoin::report(join, Ok(info));
             let ctx = WorkerCtx {
                 model: &model,
                 catalogs: BTreeMap::new(),
-                encoders,
-                embeds: Vec::new(),
             };
             // If loading failed elsewhere the handle is dropped, the queue closes and the
             // loop ends at once.
