@@ -10,6 +10,7 @@
 //! - [`reload`]: which models a reload loads, keeps or drops, and what its clients are told;
 //! - [`catalog`]: named candidate sets for Rank, and `diffgap catalog build`;
 //! - [`error`]: the error type and its gRPC status codes;
+//! - [`echo`]: client strings capped and escaped for status messages and logs;
 //! - [`metrics`]: the Prometheus recorder, its metrics and the `/metrics` listener;
 //! - [`request_id`]: request ids and the timing headers of responses;
 //! - [`security`]: TLS, mutual TLS and bearer-token authentication;
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod config;
+pub mod echo;
 pub mod error;
 pub mod ops;
 pub mod proto;
@@ -194,7 +196,8 @@ impl Listening {
             draining_set.notify_one();
         };
         tracing::info!(%addr, model = %cfg.model.display(), security = %security.describe(), reload = reload_access, "listening; loading the model");
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder =
+            tonic::transport::Server::builder().http2_max_header_list_size(cfg.header_list_limit());
         if let Some(tls) = security.tls {
             builder = builder
                 .tls_config(tls)
@@ -202,6 +205,7 @@ impl Listening {
         }
         let serving = builder
             .layer(security.auth)
+            .layer(api::faults::ClientFaultLayer::new(cfg.max_metadata_bytes))
             .add_service(health)
             .add_service(reflection)
             .add_service(reflection_v1alpha)

@@ -1,7 +1,9 @@
 pub mod bridge;
+pub mod codec;
 pub mod context;
 pub mod deadline;
 pub mod embed;
+pub mod faults;
 pub mod info;
 pub mod rank;
 pub mod request_id;

@@ -4,6 +4,7 @@
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::direction_key;
 use crate::model::row_seed;
+use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::types::{BridgeRow, ModelInfo, RowStart};
 
@@ -38,7 +39,8 @@ pub fn check_modality(m: &ModelInfo, field: &str, name: &str) -> Result<(), Serv
     Err(ServiceError::invalid(
         field,
         format!(
-            "unknown modality '{name}'; the model knows {:?}",
+            "unknown modality '{}'; the model knows {:?}",
+            echo(name),
             m.modalities
         ),
     ))
@@ -60,7 +62,11 @@ pub fn check_direction(
         .collect();
     Err(ServiceError::invalid(
         field,
-        format!("the model has no direction {from}->{to}; it knows {known:?}"),
+        format!(
+            "the model has no direction {}->{}; it knows {known:?}",
+            echo(from),
+            echo(to)
+        ),
     ))
 }
 
