@@ -162,10 +162,8 @@ impl<N: DenoiserNet + ?Sized> Sampler<'_, N> {
         steps: usize,
         guidance: f32,
     ) -> Result<Tensor, tch::TchError> {
-        let dim = cond.size()[1] as usize;
-        let x = noise::normal_rows(keys, Purpose::Start, dim, self.device);
-        let t_max = self.schedule.steps() - 1;
-        let ts = self.schedule.ddim_timesteps(steps, t_max);
+        let x = self.noise_start(keys, cond.size()[1] as usize);
+        let ts = self.schedule.sample_timesteps(steps);
         self.run_trajectory(x, &ts, cond, direction, guidance)
     }
 
@@ -183,15 +181,23 @@ impl<N: DenoiserNet + ?Sized> Sampler<'_, N> {
         steps: usize,
         guidance: f32,
     ) -> Result<Tensor, tch::TchError> {
+        let path = self.schedule.refine_trajectory(strength, steps);
+        let x = self.noised_start(x0, &vec![path.t_start; keys.len()], keys);
+        self.run_trajectory(x, &path.timesteps, cond, direction, guidance)
+    }
+
+    /// Bridge's starting points: one row of seeded noise per (seed, sample index) key.
+    pub fn noise_start(&self, keys: &[(u64, u64)], dim: usize) -> Tensor {
+        noise::normal_rows(keys, Purpose::Start, dim, self.device)
+    }
+
+    /// Refine's starting points: row i of `x0` noised to `t_starts[i]`,
+    /// sqrt(abar) x0 + sqrt(1 - abar) eps, with eps drawn for Refine from `keys[i]`.
+    pub fn noised_start(&self, x0: &Tensor, t_starts: &[usize], keys: &[(u64, u64)]) -> Tensor {
         let dim = x0.size()[1] as usize;
-        let t_max = self.schedule.steps() - 1;
-        let t_start = ((strength * t_max as f64).round() as usize).min(t_max);
-        let n = ((steps as f64 * strength).round() as usize).max(1);
         let eps = noise::normal_rows(keys, Purpose::Refine, dim, self.device);
-        let level = self.level(&vec![t_start; keys.len()]);
-        let x = &level.signal * x0 + &level.noise * eps;
-        let ts = self.schedule.ddim_timesteps(n, t_start);
-        self.run_trajectory(x, &ts, cond, direction, guidance)
+        let level = self.level(t_starts);
+        &level.signal * x0 + &level.noise * eps
     }
 
     /// Generative score: mean squared error of the predicted noise when `x0` is noised to each

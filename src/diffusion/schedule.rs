@@ -108,6 +108,51 @@ impl Schedule {
         ts.dedup();
         ts
     }
+
+    /// Bridge's trajectory: `steps` DDIM timesteps over the whole schedule, from pure noise.
+    pub fn sample_timesteps(&self, steps: usize) -> Vec<usize> {
+        self.ddim_timesteps(steps, self.steps() - 1)
+    }
+
+    /// Refine's trajectory (SDEdit): the start is noised to `t_start`, `strength` of the way
+    /// up the schedule, and denoised from there in the full trajectory's share of `steps`,
+    /// round(steps x strength), at least one. `strength` is in (0, 1].
+    pub fn refine_trajectory(&self, strength: f64, steps: usize) -> RefineTrajectory {
+        let t_max = self.steps() - 1;
+        let t_start = ((strength * t_max as f64).round() as usize).min(t_max);
+        let n = ((steps as f64 * strength).round() as usize).max(1);
+        RefineTrajectory {
+            t_start,
+            timesteps: self.ddim_timesteps(n, t_start),
+        }
+    }
+}
+
+/// A Refine strength, checked: the share of the trajectory the start is noised to, in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Strength(f64);
+
+impl Strength {
+    /// `strength` if it is in (0, 1]; else why not (without the field's name).
+    pub fn new(strength: f64) -> Result<Self, String> {
+        if strength > 0.0 && strength <= 1.0 {
+            Ok(Self(strength))
+        } else {
+            Err(format!("must be in (0, 1], got {strength}"))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// Where a Refine trajectory starts and the DDIM timesteps it visits (high to low).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefineTrajectory {
+    /// The timestep the start is noised to.
+    pub t_start: usize,
+    pub timesteps: Vec<usize>,
 }
 
 fn cosine_alpha_bar(u: f64) -> f64 {

@@ -6,10 +6,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::card::ModelCard;
 use super::error::ModelError;
+use crate::diffusion::combine::SampleSum;
 use crate::diffusion::denoiser::DenoiserNet;
 use crate::diffusion::normalize::{l2_normalize, ModalityStats};
 use crate::diffusion::sampler::{SampleOptions, Sampler};
-use crate::diffusion::schedule::Schedule;
+use crate::diffusion::schedule::{Schedule, Strength};
 
 /// Rows denoised per network call when a caller hands over a large matrix at once.
 const CHUNK_ROWS: i64 = 4096;
@@ -147,7 +148,8 @@ impl DiffgapModel {
             let len = CHUNK_ROWS.min(n - start);
             let c = cond.narrow(0, start, len);
             let d = self.direction_rows(dir, len);
-            let mut acc = Tensor::zeros([len, self.dim()], (Kind::Float, self.device));
+            let mut sum =
+                SampleSum::new(Tensor::zeros([len, self.dim()], (Kind::Float, self.device)));
             for k in 0..opts.samples {
                 let keys: Vec<(u64, u64)> = seeds[start as usize..(start + len) as usize]
                     .iter()
@@ -156,9 +158,9 @@ impl DiffgapModel {
                 let z = self
                     .sampler()
                     .sample(&c, &d, &keys, opts.steps, opts.guidance)?;
-                acc += out_stats.denormalize(&z);
+                sum.add(&out_stats.denormalize(&z));
             }
-            chunks.push(l2_normalize(&acc));
+            chunks.push(sum.finish());
         }
         Ok(Tensor::cat(&chunks, 0))
     }
@@ -177,11 +179,7 @@ impl DiffgapModel {
         opts: SampleOptions,
     ) -> Result<Tensor, ModelError> {
         self.check_options(&opts)?;
-        if !(strength > 0.0 && strength <= 1.0) {
-            return Err(ModelError::Invalid(format!(
-                "strength must be in (0, 1], got {strength}"
-            )));
-        }
+        Strength::new(strength).map_err(|e| ModelError::Invalid(format!("strength {e}")))?;
         let dir = self.direction(partner_modality, modality)?;
         let stats = self.stats(modality)?;
         let x0 = stats.normalize(&self.prepare(x)?);
@@ -198,7 +196,7 @@ impl DiffgapModel {
         check_seeds(seeds, n)?;
         let _guard = tch::no_grad_guard();
         let d = self.direction_rows(dir, n);
-        let mut acc = Tensor::zeros([n, self.dim()], (Kind::Float, self.device));
+        let mut sum = SampleSum::new(Tensor::zeros([n, self.dim()], (Kind::Float, self.device)));
         for k in 0..opts.samples {
             let keys: Vec<(u64, u64)> = seeds.iter().map(|&s| (s, k as u64)).collect();
             let z = self.sampler().refine(
@@ -210,9 +208,9 @@ impl DiffgapModel {
                 opts.steps,
                 opts.guidance,
             )?;
-            acc += stats.denormalize(&z);
+            sum.add(&stats.denormalize(&z));
         }
-        Ok(l2_normalize(&acc))
+        Ok(sum.finish())
     }
 
     /// Generative score of pairs (row i of `x` with row i of `cond`): minus the denoising error of

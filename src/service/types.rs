@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::describe;
 use crate::diffusion::sampler::SampleOptions;
+use crate::diffusion::schedule::Strength;
 use crate::model::card::{FusionWeights, SamplingDefaults};
 use crate::model::{artifact, DiffgapModel};
 
@@ -53,7 +54,38 @@ pub enum RowStart {
     Noise,
     /// `embedding` (modality `to`) noised to `strength` of the trajectory (Refine), as
     /// [`crate::diffusion::sampler::Sampler::refine`].
-    Refine { embedding: Vec<f32>, strength: f64 },
+    Refine {
+        embedding: Vec<f32>,
+        strength: Strength,
+    },
+}
+
+/// Rows checked against the model that runs them: every row's direction is one the model
+/// has, its embeddings have the model's dimension (finite, not zero), its options are in range
+/// and its Refine strength is a [`Strength`]. The worker runs them without checking again, so
+/// a failure there is a bug (INTERNAL). Made by request validation
+/// (`service::request::validate`) and, for in-process callers of the worker, by the model's
+/// own checks on its thread.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedRows(Vec<BridgeRow>);
+
+impl CheckedRows {
+    /// Rows that were checked as above (see the callers).
+    pub(in crate::service) fn checked(rows: Vec<BridgeRow>) -> Self {
+        Self(rows)
+    }
+
+    pub fn rows(&self) -> &[BridgeRow] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The bridged rows of one request, in its order, and where the time went.

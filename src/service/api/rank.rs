@@ -9,8 +9,8 @@ use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::proto::{self, RankMode};
 use crate::service::request::rank::{self, Candidates, Plan};
-use crate::service::request::raw_input::{resolve_all, Field};
-use crate::service::request::validate::{self, check_direction, check_modality};
+use crate::service::request::raw_input::resolve_all;
+use crate::service::request::validate::{self, check_direction, check_modality, Field};
 
 pub async fn rank(
     ctx: &Context,

@@ -114,7 +114,7 @@ pub fn bridge_stream(
                 let task = tokio::spawn(
                     async move {
                         let rows = bridge_rows(&s, req.items, first as usize, deadline).await?;
-                        let out = s.worker.bridge_until(rows.rows, deadline).await?;
+                        let out = s.worker.bridge_checked(rows.rows, deadline).await?;
                         Ok(proto::BridgeStreamResponse {
                             chunk: this,
                             first_item: first,

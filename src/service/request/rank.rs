@@ -13,7 +13,7 @@ use crate::model::card::FusionWeights;
 use crate::model::row_seed;
 use crate::service::error::ServiceError;
 use crate::service::proto;
-use crate::service::types::{BridgeRow, ModelInfo, RowStart};
+use crate::service::types::{BridgeRow, CheckedRows, ModelInfo, RowStart};
 use crate::service::worker::WorkerHandle;
 
 /// What a validated Rank asks for.
@@ -102,7 +102,11 @@ pub async fn rank(
     let bridged = if rows.is_empty() {
         Vec::new()
     } else {
-        let out = worker.bridge_until(rows, deadline).await?;
+        // The plan's query and inline candidates were checked into it (values, modalities and
+        // the directions its weights use); the options are the model's ranking defaults.
+        let out = worker
+            .bridge_checked(CheckedRows::checked(rows), deadline)
+            .await?;
         queue = out.queue;
         compute = out.compute;
         out.embeddings

@@ -13,7 +13,7 @@ use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::proto::{self, raw_input::Input};
 use crate::service::request::repository::Served;
-use crate::service::request::validate;
+use crate::service::request::validate::Field;
 use crate::service::types::{EmbedderInfo, RawInput};
 use crate::service::worker::WorkerHandle;
 
@@ -65,45 +65,6 @@ pub async fn resolve(
 }
 
 pub use crate::service::types::Embedded;
-
-/// A request field given as an embedding or as a raw input, resolved to values.
-pub struct Field {
-    /// The embedding's field, e.g. `items[2].embedding`.
-    name: String,
-    /// The raw input's field, e.g. `items[2].raw`.
-    raw_name: String,
-    modality: String,
-    embedding: Option<proto::Embedding>,
-    raw: Option<proto::RawInput>,
-    resolved: Option<Vec<f32>>,
-}
-
-impl Field {
-    pub fn new(
-        name: &str,
-        raw_name: &str,
-        modality: &str,
-        embedding: Option<proto::Embedding>,
-        raw: Option<proto::RawInput>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            raw_name: raw_name.into(),
-            modality: modality.into(),
-            embedding,
-            raw,
-            resolved: None,
-        }
-    }
-
-    /// The field's values, checked against the model's dimension.
-    pub fn values(self, dim: usize) -> Result<Vec<f32>, ServiceError> {
-        match (self.resolved, self.embedding) {
-            (Some(v), _) => validate::check_values(&self.name, v, dim),
-            (None, e) => validate::check_embedding(&self.name, e, dim),
-        }
-    }
-}
 
 /// Resolves every field given raw through the model's encoders in one call; returns the
 /// encoder worker's (queue, compute). A field with both `embedding` and `raw` is refused.

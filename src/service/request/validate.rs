@@ -2,11 +2,13 @@
 //! and the limit it broke (INVALID_ARGUMENT), so that no client input reaches a panic.
 
 use crate::diffusion::sampler::SampleOptions;
+use crate::diffusion::schedule::Strength;
 use crate::model::card::direction_key;
 use crate::model::row_seed;
 use crate::service::echo::echo;
 use crate::service::error::ServiceError;
-use crate::service::types::{BridgeRow, ModelInfo, RowStart};
+use crate::service::proto;
+use crate::service::types::{BridgeRow, CheckedRows, ModelInfo, RowStart};
 
 /// Largest accepted `samples`.
 pub const MAX_SAMPLES: usize = 64;
@@ -107,7 +109,7 @@ pub fn check_values(field: &str, values: Vec<f32>, dim: usize) -> Result<Vec<f32
 /// A required embedding.
 pub fn check_embedding(
     field: &str,
-    e: Option<crate::service::proto::Embedding>,
+    e: Option<proto::Embedding>,
     dim: usize,
 ) -> Result<Vec<f32>, ServiceError> {
     let values = e
@@ -152,44 +154,190 @@ pub fn sample_options(
     })
 }
 
-/// One Bridge item (its embedding already resolved from `raw` when it had one) as a worker
-/// row; `index` is the item's index in the request (or stream), for the default seed.
-pub fn bridge_row(
+/// A request field given as an embedding or as a raw input, resolved to values.
+pub struct Field {
+    /// The embedding's field, e.g. `items[2].embedding`.
+    pub(super) name: String,
+    /// The raw input's field, e.g. `items[2].raw`.
+    pub(super) raw_name: String,
+    pub(super) modality: String,
+    pub(super) embedding: Option<proto::Embedding>,
+    pub(super) raw: Option<proto::RawInput>,
+    /// Set by [`super::raw_input::resolve_all`] for a field given raw.
+    pub(super) resolved: Option<Vec<f32>>,
+}
+
+impl Field {
+    pub fn new(
+        name: &str,
+        raw_name: &str,
+        modality: &str,
+        embedding: Option<proto::Embedding>,
+        raw: Option<proto::RawInput>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            raw_name: raw_name.into(),
+            modality: modality.into(),
+            embedding,
+            raw,
+            resolved: None,
+        }
+    }
+
+    /// The field's values, checked against the model's dimension.
+    pub fn values(self, dim: usize) -> Result<Vec<f32>, ServiceError> {
+        match (self.resolved, self.embedding) {
+            (Some(v), _) => check_values(&self.name, v, dim),
+            (None, e) => check_embedding(&self.name, e, dim),
+        }
+    }
+}
+
+/// Bridge items whose modalities are checked (before any encoding, so that a bad item costs
+/// none), their embeddings waiting in [`BridgeItems::fields`] for the raw ones to be resolved.
+pub struct BridgeItems {
+    items: Vec<proto::BridgeItem>,
+    pub fields: Vec<Field>,
+}
+
+/// Takes the items' embeddings (or raw inputs) out into fields and checks their modalities.
+pub fn bridge_items(
     m: &ModelInfo,
-    field: &str,
-    index: usize,
-    item: crate::service::proto::BridgeItem,
-    embedding: Vec<f32>,
-) -> Result<BridgeRow, ServiceError> {
-    check_modality(
-        m,
-        &format!("{field}.source_modality"),
-        &item.source_modality,
-    )?;
-    check_modality(
-        m,
-        &format!("{field}.target_modality"),
-        &item.target_modality,
-    )?;
-    check_direction(
-        m,
-        &format!("{field}.target_modality"),
-        &item.source_modality,
-        &item.target_modality,
-    )?;
-    let opts = sample_options(
-        m,
-        &format!("{field}."),
-        item.steps,
-        item.guidance,
-        item.samples,
-    )?;
-    Ok(BridgeRow {
-        from: item.source_modality,
-        to: item.target_modality,
-        embedding,
-        opts,
-        seed: item.seed.unwrap_or_else(|| row_seed(0, index)),
-        start: RowStart::Noise,
+    items: Vec<proto::BridgeItem>,
+) -> Result<BridgeItems, ServiceError> {
+    let mut fields = Vec::with_capacity(items.len());
+    let mut stripped = Vec::with_capacity(items.len());
+    for (i, mut item) in items.into_iter().enumerate() {
+        fields.push(Field::new(
+            &format!("items[{i}].embedding"),
+            &format!("items[{i}].raw"),
+            &item.source_modality,
+            item.embedding.take(),
+            item.raw.take(),
+        ));
+        stripped.push(item);
+    }
+    for (i, item) in stripped.iter().enumerate() {
+        let f = format!("items[{i}]");
+        check_modality(m, &format!("{f}.source_modality"), &item.source_modality)?;
+        check_modality(m, &format!("{f}.target_modality"), &item.target_modality)?;
+    }
+    Ok(BridgeItems {
+        items: stripped,
+        fields,
     })
+}
+
+impl BridgeItems {
+    /// The checked rows, item by item: its values, its direction, its options. `first` is
+    /// the index of the first item in its request or stream (for the default seeds).
+    pub fn into_rows(self, m: &ModelInfo, first: usize) -> Result<CheckedRows, ServiceError> {
+        let rows = self
+            .items
+            .into_iter()
+            .zip(self.fields)
+            .enumerate()
+            .map(|(i, (item, field))| {
+                let embedding = field.values(m.dim)?;
+                let f = format!("items[{i}]");
+                check_direction(
+                    m,
+                    &format!("{f}.target_modality"),
+                    &item.source_modality,
+                    &item.target_modality,
+                )?;
+                let opts =
+                    sample_options(m, &format!("{f}."), item.steps, item.guidance, item.samples)?;
+                Ok(BridgeRow {
+                    from: item.source_modality,
+                    to: item.target_modality,
+                    embedding,
+                    opts,
+                    seed: item.seed.unwrap_or_else(|| row_seed(0, first + i)),
+                    start: RowStart::Noise,
+                })
+            })
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        Ok(CheckedRows::checked(rows))
+    }
+}
+
+/// A Refine request with its modalities, direction, strength and options checked (before any
+/// encoding); its embedding and partner wait in [`RefineItem::fields`].
+pub struct RefineItem {
+    /// The embedding (modality `to`), then its partner (modality `from`).
+    pub fields: Vec<Field>,
+    from: String,
+    to: String,
+    opts: SampleOptions,
+    strength: Strength,
+    seed: u64,
+}
+
+/// Checks a Refine request against the model; the partner's modality defaults to the other
+/// one of a two-modality model.
+pub fn refine_item(m: &ModelInfo, req: proto::RefineRequest) -> Result<RefineItem, ServiceError> {
+    check_modality(m, "modality", &req.modality)?;
+    let partner_modality = if req.partner_modality.is_empty() {
+        let others: Vec<&String> = m
+            .modalities
+            .iter()
+            .filter(|x| **x != req.modality)
+            .collect();
+        match others.as_slice() {
+            [one] => (*one).clone(),
+            _ => {
+                return Err(ServiceError::invalid(
+                    "partner_modality",
+                    format!("is required: the model has modalities {:?}", m.modalities),
+                ))
+            }
+        }
+    } else {
+        check_modality(m, "partner_modality", &req.partner_modality)?;
+        req.partner_modality.clone()
+    };
+    check_direction(m, "modality", &partner_modality, &req.modality)?;
+    let strength = Strength::new(req.strength.map_or(m.defaults.refine_strength, f64::from))
+        .map_err(|e| ServiceError::invalid("strength", e))?;
+    let opts = sample_options(m, "", req.steps, req.guidance, req.samples)?;
+    let fields = vec![
+        Field::new("embedding", "raw", &req.modality, req.embedding, req.raw),
+        Field::new(
+            "partner",
+            "raw_partner",
+            &partner_modality,
+            req.partner,
+            req.raw_partner,
+        ),
+    ];
+    Ok(RefineItem {
+        fields,
+        from: partner_modality,
+        to: req.modality,
+        opts,
+        strength,
+        seed: req.seed.unwrap_or_else(|| row_seed(0, 0)),
+    })
+}
+
+impl RefineItem {
+    /// The checked row, once the fields hold their values.
+    pub fn into_rows(self, m: &ModelInfo) -> Result<CheckedRows, ServiceError> {
+        let [x, partner] = <[Field; 2]>::try_from(self.fields)
+            .map_err(|_| ServiceError::Internal("refine inputs; this is a bug".into()))?;
+        let row = BridgeRow {
+            from: self.from,
+            to: self.to,
+            embedding: partner.values(m.dim)?,
+            opts: self.opts,
+            seed: self.seed,
+            start: RowStart::Refine {
+                embedding: x.values(m.dim)?,
+                strength: self.strength,
+            },
+        };
+        Ok(CheckedRows::checked(vec![row]))
+    }
 }

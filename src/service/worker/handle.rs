@@ -10,10 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 
 use crate::service::error::ServiceError;
-use crate::service::types::{BridgeRow, Bridged, Embedded, RawInput};
+use crate::service::types::{BridgeRow, Bridged, CheckedRows, Embedded, RawInput};
 use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::embedder::EmbedJob;
-use crate::service::worker::queue::{Call, Job, LoadTicket, Msg};
+use crate::service::worker::queue::{Call, Job, JobRows, LoadTicket, Msg};
 
 /// One instance's queue and the work sent to it and not yet answered.
 pub(super) struct Lane {
@@ -50,20 +50,41 @@ impl WorkerHandle {
         }
     }
 
-    /// Bridges `rows` (already validated against the model). Fails at once with `Overloaded`
+    /// Bridges `rows` for an in-process caller: the model checks them on its thread (a bad
+    /// row is INVALID_ARGUMENT). Fails at once with `Overloaded`
     /// when the queue is full, and with `Unavailable` when the worker has stopped.
     pub async fn bridge(&self, rows: Vec<BridgeRow>) -> Result<Bridged, ServiceError> {
         self.bridge_until(rows, None).await
     }
 
-    /// [`WorkerHandle::bridge`] with a deadline (e.g. from the request's `grpc-timeout`): if it passes before the rows are done,
+    /// [`WorkerHandle::bridge`] with a deadline (e.g. from the request's `grpc-timeout`): if
+    /// it passes before the rows are done,
     /// they are dropped from the batch and the answer is `DeadlineExceeded`.
     pub async fn bridge_until(
         &self,
         rows: Vec<BridgeRow>,
         deadline: Option<Instant>,
     ) -> Result<Bridged, ServiceError> {
+        self.send_rows(JobRows::InProcess(rows), deadline).await
+    }
+
+    /// Bridges rows checked by request validation, which the worker runs as they are, until
+    /// `deadline` (see [`WorkerHandle::bridge_until`]).
+    pub async fn bridge_checked(
+        &self,
+        rows: CheckedRows,
+        deadline: Option<Instant>,
+    ) -> Result<Bridged, ServiceError> {
+        self.send_rows(JobRows::Checked(rows), deadline).await
+    }
+
+    async fn send_rows(
+        &self,
+        rows: JobRows,
+        deadline: Option<Instant>,
+    ) -> Result<Bridged, ServiceError> {
         let units = rows
+            .as_slice()
             .iter()
             .map(|r| r.opts.steps.max(1) * r.opts.samples.max(1))
             .sum::<usize>()

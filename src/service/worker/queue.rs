@@ -8,8 +8,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::Span;
 
+use crate::model::{DiffgapModel, ModelError};
 use crate::service::error::ServiceError;
-use crate::service::types::{BridgeRow, Bridged};
+use crate::service::types::{BridgeRow, Bridged, CheckedRows, RowStart};
 use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::embedder::EmbedJob;
 
@@ -24,9 +25,17 @@ pub(crate) enum Msg {
     Embed(EmbedJob),
 }
 
+/// A request's rows as they arrive: checked by request validation, or from an in-process
+/// caller of [`crate::service::worker::WorkerHandle::bridge`], checked on the model thread
+/// before they run.
+pub(crate) enum JobRows {
+    Checked(CheckedRows),
+    InProcess(Vec<BridgeRow>),
+}
+
 /// A request as the worker receives it.
 pub(crate) struct Job {
-    pub(crate) rows: Vec<BridgeRow>,
+    pub(crate) rows: JobRows,
     pub(crate) reply: oneshot::Sender<Result<Bridged, ServiceError>>,
     pub(crate) span: Span,
     pub(crate) enqueued: Instant,
@@ -35,6 +44,63 @@ pub(crate) struct Job {
     /// Counts the request's work against its instance until the job is dropped (answered,
     /// expired or cancelled).
     pub(crate) load: LoadTicket,
+}
+
+impl JobRows {
+    pub(crate) fn as_slice(&self) -> &[BridgeRow] {
+        match self {
+            JobRows::Checked(rows) => rows.rows(),
+            JobRows::InProcess(rows) => rows,
+        }
+    }
+}
+
+impl Job {
+    /// The request's rows (checked or not yet).
+    pub(crate) fn rows(&self) -> &[BridgeRow] {
+        self.rows.as_slice()
+    }
+
+    /// The request's rows, checked: in-process rows against `model`'s own checks first (a
+    /// bad row is the caller's INVALID_ARGUMENT).
+    pub(crate) fn check(&mut self, model: &DiffgapModel) -> Result<&CheckedRows, ServiceError> {
+        if let JobRows::InProcess(rows) = &mut self.rows {
+            let rows = std::mem::take(rows);
+            check_in_process(model, &rows)?;
+            self.rows = JobRows::Checked(CheckedRows::checked(rows));
+        }
+        match &self.rows {
+            JobRows::Checked(rows) => Ok(rows),
+            JobRows::InProcess(_) => Err(ServiceError::Internal(
+                "in-process rows left unchecked; this is a bug".into(),
+            )),
+        }
+    }
+}
+
+/// Checks rows that did not come through request validation against the model: direction,
+/// options and dimensions (a Refine strength is a checked type already).
+fn check_in_process(model: &DiffgapModel, rows: &[BridgeRow]) -> Result<(), ServiceError> {
+    let dim = model.dim();
+    for (i, row) in rows.iter().enumerate() {
+        let field = format!("rows[{i}]");
+        let bad = |e: ModelError| ServiceError::invalid(&field, e.to_string());
+        model.check_options(&row.opts).map_err(bad)?;
+        model.direction(&row.from, &row.to).map_err(bad)?;
+        let refine = match &row.start {
+            RowStart::Noise => None,
+            RowStart::Refine { embedding, .. } => Some(embedding),
+        };
+        for e in std::iter::once(&row.embedding).chain(refine) {
+            if e.len() as i64 != dim {
+                return Err(bad(ModelError::Dimension {
+                    got: e.len() as i64,
+                    expected: dim,
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Work (row-steps) counted against the instance a job is sent to, while the job lives.

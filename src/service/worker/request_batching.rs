@@ -54,16 +54,16 @@ pub(super) fn run_request_batches(
                 None => return,
             },
         };
-        let mut rows = first.rows.len();
+        let mut rows = first.rows().len();
         let mut jobs = vec![first];
         while rows < max_rows {
             match rx.try_recv() {
-                Ok(Msg::Rows(job)) if rows + job.rows.len() > max_rows => {
+                Ok(Msg::Rows(job)) if rows + job.rows().len() > max_rows => {
                     carried = Some(job);
                     break;
                 }
                 Ok(Msg::Rows(job)) => {
-                    rows += job.rows.len();
+                    rows += job.rows().len();
                     jobs.push(job);
                 }
                 Ok(Msg::Call(call)) => call(&mut ctx),
@@ -92,19 +92,26 @@ fn group_key(row: &BridgeRow) -> GroupKey {
         row.opts.samples,
         match &row.start {
             RowStart::Noise => None,
-            RowStart::Refine { strength, .. } => Some(strength.to_bits()),
+            RowStart::Refine { strength, .. } => Some(strength.get().to_bits()),
         },
     )
 }
 
 fn run_batch(model: &DiffgapModel, jobs: Vec<Job>, stats: &WorkerStats) {
     let start = Instant::now();
-    // An expired request is answered at once; a client that went away needs no answer.
+    // An expired request is answered at once; a client that went away needs no answer; an
+    // in-process request with a bad row is answered with why.
     let jobs: Vec<Job> = jobs
         .into_iter()
         .filter_map(
-            |j| match drop_reason(j.deadline, j.reply.is_closed(), start) {
-                None => Some(j),
+            |mut j| match drop_reason(j.deadline, j.reply.is_closed(), start) {
+                None => match j.check(model) {
+                    Ok(_) => Some(j),
+                    Err(e) => {
+                        let _ = j.reply.send(Err(e));
+                        None
+                    }
+                },
                 Some(why) => {
                     stats.record_drop(why);
                     if why == DropReason::Deadline {
@@ -117,19 +124,19 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>, stats: &WorkerStats) {
         .collect();
     let rows: usize = jobs
         .iter()
-        .flat_map(|j| &j.rows)
+        .flat_map(Job::rows)
         .map(|r| r.opts.samples)
         .sum();
     let mut active = 0;
     stats.set_active_rows(&mut active, rows);
     let mut groups: BTreeMap<GroupKey, Vec<(usize, usize)>> = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
-        for (r, row) in job.rows.iter().enumerate() {
+        for (r, row) in job.rows().iter().enumerate() {
             groups.entry(group_key(row)).or_default().push((j, r));
         }
     }
     let mut out: Vec<Vec<Option<Vec<f32>>>> =
-        jobs.iter().map(|j| vec![None; j.rows.len()]).collect();
+        jobs.iter().map(|j| vec![None; j.rows().len()]).collect();
     let mut failed: Vec<Option<String>> = vec![None; jobs.len()];
     for (key, members) in &groups {
         // One sampling loop per sample of the group: `steps` passes over its rows each.
@@ -184,7 +191,8 @@ fn run_batch(model: &DiffgapModel, jobs: Vec<Job>, stats: &WorkerStats) {
     }
 }
 
-/// Bridges the rows `members` (job, row) of one group in one call.
+/// Bridges the rows `members` (job, row) of one group in one call (the jobs' rows are checked:
+/// a shape that does not fit is a bug, reported, not a panic).
 fn bridge_group(
     model: &DiffgapModel,
     jobs: &[Job],
@@ -194,19 +202,13 @@ fn bridge_group(
     let Some(&(j0, r0)) = members.first() else {
         return Ok(Vec::new());
     };
-    let first = &jobs[j0].rows[r0];
+    let first = &jobs[j0].rows()[r0];
     let mut flat = Vec::with_capacity(members.len() * dim);
     let mut starts = Vec::new();
     let mut seeds = Vec::with_capacity(members.len());
     let mut refine = None;
     for &(j, r) in members {
-        let row = &jobs[j].rows[r];
-        if row.embedding.len() != dim {
-            return Err(ModelError::Dimension {
-                got: row.embedding.len() as i64,
-                expected: dim as i64,
-            });
-        }
+        let row = &jobs[j].rows()[r];
         flat.extend_from_slice(&row.embedding);
         if let RowStart::Refine {
             embedding,
@@ -214,16 +216,16 @@ fn bridge_group(
         } = &row.start
         {
             starts.extend_from_slice(embedding);
-            refine = Some(*strength);
+            refine = Some(strength.get());
         }
         seeds.push(row.seed);
     }
     let n = members.len() as i64;
-    let x = Tensor::from_slice(&flat).view([n, dim as i64]);
+    let x = Tensor::from_slice(&flat).f_view([n, dim as i64])?;
     let y = match refine {
         None => model.bridge(&x, &first.from, &first.to, &seeds, first.opts)?,
         Some(strength) => {
-            let start = Tensor::from_slice(&starts).view([n, dim as i64]);
+            let start = Tensor::from_slice(&starts).f_view([n, dim as i64])?;
             model.refine(
                 &start,
                 &first.to,

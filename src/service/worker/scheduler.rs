@@ -8,10 +8,11 @@
 //! are all done. New requests are admitted between steps, so a request joins the running batch
 //! at the next denoising step instead of waiting for a whole sampling loop.
 //!
-//! A row starts from the same seeded noise as [`Sampler::sample`] (key `(seed, sample)`) and
-//! takes the same steps, and an item's samples are denormalised, summed in sample order and
-//! L2-normalised as [`DiffgapModel::bridge`] does, so the answer equals the in-process bridge
-//! up to float rounding of the batched matrix products.
+//! The math is the in-process model's, called from here: a row starts where [`Sampler::sample`]
+//! or [`Sampler::refine`] start (the same seeded noise, the same trajectory, from
+//! [`crate::diffusion::schedule::Schedule`]), and an item's denormalised samples are combined
+//! by [`SampleSum`] as [`DiffgapModel::bridge`] combines them, so the answer equals the
+//! in-process bridge up to float rounding of the batched matrix products.
 //!
 //! Deadlines and cancellation are checked when a request arrives and before every step
 //! ([`Scheduler::sweep`]): an expired request is answered DEADLINE_EXCEEDED, a request whose
@@ -19,6 +20,7 @@
 //!
 //! [`Sampler::step`]: crate::diffusion::sampler::Sampler::step
 //! [`Sampler::sample`]: crate::diffusion::sampler::Sampler::sample
+//! [`Sampler::refine`]: crate::diffusion::sampler::Sampler::refine
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -26,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use tch::{Kind, Tensor};
 
-use crate::diffusion::noise::{normal_rows, Purpose};
+use crate::diffusion::combine::SampleSum;
 use crate::diffusion::normalize::l2_normalized;
 use crate::diffusion::sampler::RowStep;
 use crate::model::DiffgapModel;
 use crate::service::error::ServiceError;
-use crate::service::types::{Bridged, RowStart};
+use crate::service::types::{Bridged, CheckedRows, RowStart};
 use crate::service::worker::queue::Job;
 use crate::service::worker::stats::{drop_reason, DropReason, WorkerStats};
 
@@ -146,12 +148,13 @@ impl<'m> Scheduler<'m> {
 
     /// Takes a request: drops it if it is already expired or cancelled, answers it at once if
     /// the model cannot serve it, else queues its rows for admission.
-    pub fn accept(&mut self, job: Job, now: Instant) {
+    pub fn accept(&mut self, mut job: Job, now: Instant) {
         if let Some(why) = drop_reason(job.deadline, job.reply.is_closed(), now) {
             self.drop_job(job, why);
             return;
         }
-        let items = match self.prepare(&job) {
+        let model = self.model;
+        let items = match job.check(model).and_then(|rows| self.prepare(rows)) {
             Ok(items) => items,
             Err(e) => {
                 let _entered = job.span.enter();
@@ -186,21 +189,16 @@ impl<'m> Scheduler<'m> {
         self.admitting.push_back(id);
     }
 
-    fn prepare(&self, job: &Job) -> Result<Vec<Item>, ServiceError> {
+    /// The items of checked rows: nothing is checked again, so a model lookup that fails
+    /// here is a bug.
+    fn prepare(&self, rows: &CheckedRows) -> Result<Vec<Item>, ServiceError> {
         let m = self.model;
-        let dim = m.dim();
-        let t_max = m.schedule().steps() - 1;
-        let internal = |e: crate::model::ModelError| ServiceError::Internal(e.to_string());
-        let mut items = Vec::with_capacity(job.rows.len());
-        for row in &job.rows {
-            m.check_options(&row.opts).map_err(internal)?;
+        let internal = |e: crate::model::ModelError| {
+            ServiceError::Internal(format!("a checked row: {e}; this is a bug"))
+        };
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.rows() {
             let direction = m.direction(&row.from, &row.to).map_err(internal)?;
-            if row.embedding.len() as i64 != dim {
-                return Err(ServiceError::Internal(format!(
-                    "an embedding has {} values, the model's dimension is {dim}",
-                    row.embedding.len()
-                )));
-            }
             // As DiffgapModel::bridge prepares its input: L2-normalised, then normalised with
             // the condition's statistics (on the host: see ModalityStats::normalize_row).
             let cond = m
@@ -212,23 +210,18 @@ impl<'m> Scheduler<'m> {
             // As Sampler::refine: the start is the embedding noised to t_start, and the
             // trajectory takes round(steps x strength) steps (at least one) from there.
             let (timesteps, refine) = match &row.start {
-                RowStart::Noise => (m.schedule().ddim_timesteps(row.opts.steps, t_max), None),
+                RowStart::Noise => (m.schedule().sample_timesteps(row.opts.steps), None),
                 RowStart::Refine {
                     embedding,
                     strength,
                 } => {
-                    if embedding.len() as i64 != dim || !(*strength > 0.0 && *strength <= 1.0) {
-                        return Err(ServiceError::Internal(format!(
-                            "a refine row has {} values and strength {strength}",
-                            embedding.len()
-                        )));
-                    }
                     let x0 = to_stats
                         .normalize_row(&l2_normalized(embedding.clone()))
                         .into();
-                    let t_start = ((strength * t_max as f64).round() as usize).min(t_max);
-                    let n = ((row.opts.steps as f64 * strength).round() as usize).max(1);
-                    (m.schedule().ddim_timesteps(n, t_start), Some((x0, t_start)))
+                    let path = m
+                        .schedule()
+                        .refine_trajectory(strength.get(), row.opts.steps);
+                    (path.timesteps, Some((x0, path.t_start)))
                 }
             };
             items.push(Item {
@@ -256,8 +249,8 @@ impl<'m> Scheduler<'m> {
         let mut keys = Vec::new();
         let mut conds: Vec<f32> = Vec::new();
         let mut dirs = Vec::new();
-        // Refine rows: (row index in `keys`, normalised embedding, noise level).
-        let mut refines: Vec<(i64, Rc<[f32]>, f32)> = Vec::new();
+        // Refine rows: (row index in `keys`, normalised embedding, timestep it is noised to).
+        let mut refines: Vec<(i64, Rc<[f32]>, usize)> = Vec::new();
         while self.rows.len() < self.max_rows {
             let Some(&id) = self.admitting.front() else {
                 break;
@@ -271,8 +264,7 @@ impl<'m> Scheduler<'m> {
                 let (i, k) = req.cursor;
                 let item = &req.items[i];
                 if let Some((x0, t_start)) = &item.refine {
-                    let a = self.model.schedule().alpha_bar(*t_start) as f32;
-                    refines.push((keys.len() as i64, x0.clone(), a));
+                    refines.push((keys.len() as i64, x0.clone(), *t_start));
                 }
                 keys.push((item.seed, k as u64));
                 conds.extend_from_slice(&item.cond);
@@ -301,19 +293,17 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let device = self.model.device();
-        let mut x = normal_rows(&keys, Purpose::Start, dim, device);
+        let mut x = self.model.sampler().noise_start(&keys, dim);
         if !refines.is_empty() {
-            // As Sampler::refine: sqrt(abar) x0 + sqrt(1 - abar) eps, eps drawn for Refine.
+            // As Sampler::refine: each start noised to its t_start.
             let rkeys: Vec<(u64, u64)> =
                 refines.iter().map(|(i, _, _)| keys[*i as usize]).collect();
-            let eps = normal_rows(&rkeys, Purpose::Refine, dim, device);
-            let a: Vec<f32> = refines.iter().map(|r| r.2).collect();
-            let a = Tensor::from_slice(&a).to_device(device).unsqueeze(-1);
+            let t_starts: Vec<usize> = refines.iter().map(|r| r.2).collect();
             let x0: Vec<f32> = refines.iter().flat_map(|r| r.1.iter().copied()).collect();
             let x0 = Tensor::from_slice(&x0)
                 .view([refines.len() as i64, dim as i64])
                 .to_device(device);
-            let xr = a.sqrt() * x0 + (-&a + 1.0).sqrt() * eps;
+            let xr = self.model.sampler().noised_start(&x0, &t_starts, &rkeys);
             let idx: Vec<i64> = refines.iter().map(|r| r.0).collect();
             let idx = Tensor::from_slice(&idx).to_device(device);
             x = x.index_copy(0, &idx, &xr);
@@ -502,21 +492,17 @@ impl<'m> Scheduler<'m> {
         if item.finished < item.samples.len() {
             return;
         }
-        // As DiffgapModel::bridge: the denormalised samples summed in sample order (the same
-        // f32 additions), then L2-normalised.
-        let mut acc = vec![
-            0f32;
-            item.samples
-                .first()
-                .and_then(|s| s.as_ref())
-                .map_or(0, Vec::len)
-        ];
+        // As DiffgapModel::bridge: the denormalised samples combined in sample order.
+        let len = item
+            .samples
+            .first()
+            .and_then(|s| s.as_ref())
+            .map_or(0, Vec::len);
+        let mut sum = SampleSum::new(vec![0f32; len]);
         for s in item.samples.drain(..).flatten() {
-            for (a, v) in acc.iter_mut().zip(&s) {
-                *a += v;
-            }
+            sum.add(&s);
         }
-        item.out = Some(l2_normalized(acc));
+        item.out = Some(sum.finish());
         req.items_done += 1;
         if req.items_done == req.items.len() {
             if let Some(req) = self.requests.remove(&row.request) {
