@@ -22,6 +22,8 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("diffgap_descriptor.bin"))
+        // Undecodable messages are INVALID_ARGUMENT, not INTERNAL (src/service/api/codec.rs).
+        .codec_path("crate::service::api::codec::ClientFaultCodec")
         .compile_protos(&[PROTO], &["proto"])?;
     Ok(())
 }

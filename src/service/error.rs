@@ -1,13 +1,14 @@
 //! The service's one error type, and its one mapping to gRPC status codes.
 
 use crate::model::ModelError;
+use crate::service::echo::echo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The request is malformed; `field` names the offending field (e.g. `items[2].steps`).
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
-    #[error("no model named '{name}'; this server serves {available:?}")]
+    #[error("no model named '{}'; this server serves {available:?}", echo(.name))]
     ModelNotFound {
         name: String,
         available: Vec<String>,

@@ -12,6 +12,7 @@
 //! - [`types`]: the plain data the stages pass on (a leaf; so are [`error`], [`config`],
 //!   [`ops`] and [`proto`]);
 //! - [`error`]: the error type and its one mapping to gRPC status codes;
+//! - [`echo`]: client strings capped and escaped for status messages and logs;
 //! - [`config`]: what `diffgap serve` takes (file, environment, flags);
 //! - [`ops`]: metrics, logs, and the runtime's threads;
 //! - [`proto`]: the generated gRPC code.
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod config;
+pub mod echo;
 pub mod error;
 pub mod ops;
 pub mod proto;
@@ -195,7 +197,8 @@ impl Listening {
             draining_set.notify_one();
         };
         tracing::info!(%addr, model = %cfg.model.display(), security = %security.describe(), reload = reload_access, "listening; loading the model");
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder =
+            tonic::transport::Server::builder().http2_max_header_list_size(cfg.header_list_limit());
         if let Some(tls) = security.tls {
             builder = builder
                 .tls_config(tls)
@@ -203,6 +206,7 @@ impl Listening {
         }
         let serving = builder
             .layer(security.auth)
+            .layer(api::faults::ClientFaultLayer::new(cfg.max_metadata_bytes))
             .add_service(health)
             .add_service(reflection)
             .add_service(reflection_v1alpha)

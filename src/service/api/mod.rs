@@ -3,9 +3,11 @@
 //! deadlines and [`security`]. No request logic: it hands requests to [`crate::service::request`].
 
 pub mod bridge;
+pub mod codec;
 pub mod context;
 pub mod deadline;
 pub mod embed;
+pub mod faults;
 pub mod info;
 pub mod rank;
 pub mod request_id;

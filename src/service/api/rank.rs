@@ -5,6 +5,7 @@ use std::time::Instant;
 use crate::model::card::{direction_key, FusionWeights};
 use crate::service::api::context::Context;
 use crate::service::api::request_id::timings;
+use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::proto::{self, RankMode};
 use crate::service::request::rank::{self, Candidates, Plan};
@@ -47,7 +48,7 @@ pub async fn rank(
             ServiceError::NotFound(format!(
                 "model '{}' serves no catalog '{}'; it serves {:?}",
                 m.name,
-                req.catalog,
+                echo(&req.catalog),
                 s.catalogs.keys().collect::<Vec<_>>()
             ))
         })?)
@@ -59,7 +60,9 @@ pub async fn rank(
                 "candidate_modality",
                 format!(
                     "is '{}' but catalog '{}' holds {}",
-                    req.candidate_modality, req.catalog, cat.meta.modality
+                    echo(&req.candidate_modality),
+                    echo(&req.catalog),
+                    cat.meta.modality
                 ),
             ))
         }
@@ -69,7 +72,7 @@ pub async fn rank(
     if q == c {
         return Err(ServiceError::invalid(
             "candidate_modality",
-            format!("must differ from query_modality (both are '{q}')"),
+            format!("must differ from query_modality (both are '{}')", echo(&q)),
         ));
     }
     if catalog.is_none() {

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::service::api::context::{Context, Limits};
 use crate::service::api::deadline::deadline_from_metadata;
+use crate::service::api::faults::Reached;
 use crate::service::api::request_id::{self, Timed};
 use crate::service::api::security::Tokens;
 use crate::service::api::stream::ChunkStream;
@@ -55,7 +56,9 @@ impl DiffgapService {
         Fut: Future<Output = Result<Resp, ServiceError>>,
         Resp: Timed,
     {
+        Reached::mark(request.extensions());
         let id = request_id::from_metadata(request.metadata());
+        let deadline = deadline_from_metadata(request.metadata());
         let req = request.into_inner();
         let (items, model) = meta(&req);
         let span = tracing::info_span!(
@@ -66,7 +69,8 @@ impl DiffgapService {
             status = tracing::field::Empty,
             total_ms = tracing::field::Empty,
         );
-        let observation = metrics::RpcObservation::start(rpc, self.ctx.model_label(model));
+        let observation = metrics::RpcObservation::start(rpc, self.ctx.model_label(model))
+            .with_deadline(deadline);
         let out = run(req).instrument(span.clone()).await;
         let total = observation.elapsed();
         let _entered = span.enter();
@@ -88,11 +92,14 @@ impl DiffgapService {
                 let code = metrics::code_name(status.code());
                 observation.finish(code, unknown_model.then(|| "unknown".to_owned()));
                 span.record("status", code);
+                // Server faults are logged; refusals (the client's) are counted, and logged
+                // only at debug, so that a flood of bad calls cannot flood the log. Client
+                // strings in the message are capped and escaped where they are echoed.
                 match status.code() {
                     tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
                         tracing::error!(message = status.message(), "failed")
                     }
-                    _ => tracing::info!(message = status.message(), "refused"),
+                    _ => tracing::debug!(message = status.message(), "refused"),
                 }
                 request_id::set_id(status.metadata_mut(), &id);
                 request_id::set_timings(status.metadata_mut(), None, None, total);

@@ -10,7 +10,9 @@ use tonic::{Request, Status, Streaming};
 use tracing::Instrument;
 
 use crate::service::api::context::Context;
+use crate::service::api::faults::Reached;
 use crate::service::api::request_id::{self, timings};
+use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::ops::metrics;
 use crate::service::proto;
@@ -32,12 +34,14 @@ pub fn bridge_stream(
     ctx: &Context,
     request: Request<Streaming<proto::BridgeStreamRequest>>,
 ) -> ChunkStream {
+    Reached::mark(request.extensions());
     let deadline = crate::service::api::deadline::deadline_from_metadata(request.metadata());
     let id = request_id::from_metadata(request.metadata());
     let mut input = request.into_inner();
     let repo = ctx.repo.clone();
     let max_items = ctx.limits.max_items_per_request;
-    let observation = metrics::RpcObservation::start("BridgeStream", ctx.model_label(""));
+    let observation =
+        metrics::RpcObservation::start("BridgeStream", ctx.model_label("")).with_deadline(deadline);
     let span = tracing::info_span!("rpc", rpc = "BridgeStream", request_id = %id);
     let (pending_tx, mut pending_rx) = tokio::sync::mpsc::channel::<
         tokio::task::JoinHandle<Result<proto::BridgeStreamResponse, Status>>,
@@ -57,7 +61,7 @@ pub fn bridge_stream(
                 let req = match msg {
                     Ok(r) => r,
                     Err(status) => {
-                        let _ = pending_tx.send(fail(status)).await;
+                        let _ = pending_tx.send(fail(body_fault(status))).await;
                         return;
                     }
                 };
@@ -68,7 +72,8 @@ pub fn bridge_stream(
                                 "model",
                                 format!(
                                     "chunk {chunk} names '{}' but the stream is on '{}'",
-                                    req.model, s.info.name
+                                    echo(&req.model),
+                                    s.info.name
                                 ),
                             );
                             let _ = pending_tx.send(fail(Status::from(e))).await;
@@ -149,7 +154,12 @@ pub fn bridge_stream(
                 if let Err(s) = &answer {
                     status = metrics::code_name(s.code());
                 }
-                if out_tx.send(answer).await.is_err() || failed {
+                if out_tx.send(answer).await.is_err() {
+                    // The client is gone: the observation's drop counts an expiry or a
+                    // cancellation.
+                    return;
+                }
+                if failed {
                     break;
                 }
             }
@@ -159,4 +169,14 @@ pub fn bridge_stream(
     );
     let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx);
     Box::pin(stream)
+}
+
+/// A chunk the stream could not read: an undecodable one is INVALID_ARGUMENT already (the
+/// codec); a gRPC frame cut short reads INTERNAL in tonic, but is the client's body too.
+fn body_fault(status: Status) -> Status {
+    if status.code() == tonic::Code::Internal {
+        Status::invalid_argument(status.message())
+    } else {
+        status
+    }
 }

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// DIFFGAP_MAX_MESSAGE_BYTES].
     #[arg(long)]
     pub max_message_bytes: Option<usize>,
+    /// Largest metadata block of a call in bytes; larger ones get INVALID_ARGUMENT
+    /// [default: 16384; env: DIFFGAP_MAX_METADATA_BYTES].
+    #[arg(long)]
+    pub max_metadata_bytes: Option<usize>,
     /// How the model worker batches [default: step; env: DIFFGAP_BATCHING].
     #[arg(long, value_enum)]
     pub batching: Option<Batching>,
@@ -134,6 +138,10 @@ impl ServeArgs {
             (
                 "max_message_bytes",
                 self.max_message_bytes.as_ref().map(ToString::to_string),
+            ),
+            (
+                "max_metadata_bytes",
+                self.max_metadata_bytes.as_ref().map(ToString::to_string),
             ),
             ("batching", self.batching.map(value_name)),
             (

@@ -62,6 +62,10 @@ pub struct ServeConfig {
     /// request, `(max_items_per_request + 1) * 64 KiB`, at least 4 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<usize>,
+    /// Largest metadata block of a call (headers, counted as HTTP/2 does); larger ones are
+    /// refused with INVALID_ARGUMENT. The transport drops blocks over 4x this before any
+    /// code of ours runs (the client then sees HTTP 431, which gRPC reads as UNKNOWN).
+    pub max_metadata_bytes: usize,
     /// How the model worker batches: step (rows join and leave the running batch at every
     /// denoising step) or request (whole requests grouped by options).
     #[serde(with = "as_value_enum")]
@@ -116,6 +120,7 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             drain_timeout_secs: 30,
             max_message_bytes: None,
+            max_metadata_bytes: 16 * 1024,
             batching: Batching::default(),
             max_batch_wait_ms: 0,
             tls_cert: PathBuf::new(),
@@ -214,6 +219,15 @@ impl ServeConfig {
                 ));
             }
         }
+        const METADATA: std::ops::RangeInclusive<usize> = 1024..=(1 << 20);
+        if !METADATA.contains(&self.max_metadata_bytes) {
+            return Err(format!(
+                "max_metadata_bytes: must be in {}..={}, got {}",
+                METADATA.start(),
+                METADATA.end(),
+                self.max_metadata_bytes
+            ));
+        }
         if self.model.as_os_str().is_empty() {
             return Err("model: must name a model directory".into());
         }
@@ -257,6 +271,13 @@ impl ServeConfig {
                 .saturating_mul(64 * 1024)
                 .max(4 * 1024 * 1024)
         })
+    }
+
+    /// The transport's limit on a call's header block (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE):
+    /// room above `max_metadata_bytes`, so that a block a little over it reaches our check
+    /// and gets a gRPC status, not a transport refusal.
+    pub fn header_list_limit(&self) -> u32 {
+        u32::try_from(self.max_metadata_bytes.saturating_mul(4)).unwrap_or(u32::MAX)
     }
 
     /// The configuration as `diffgap config print` shows it: TOML, with the derived

@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "drain_timeout_secs",
     "max_message_bytes",
+    "max_metadata_bytes",
     "batching",
     "max_batch_wait_ms",
     "tls_cert",

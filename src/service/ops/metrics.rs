@@ -4,7 +4,8 @@
 //!
 //! Who records what:
 //! - the RPC layer ([`RpcObservation`], used by every handler through one helper in
-//!   `grpc.rs`): `diffgap_requests_total`, `diffgap_request_duration_seconds`,
+//!   `api/service.rs`, and [`record_rpc`] for the calls refused before a handler, in
+//!   `api/faults.rs`): `diffgap_requests_total`, `diffgap_request_duration_seconds`,
 //!   `diffgap_inflight_requests`;
 //! - the model worker: `diffgap_queue_depth`, `diffgap_active_rows`, `diffgap_batch_rows`,
 //!   `diffgap_queue_duration_seconds`, `diffgap_compute_duration_seconds`,
@@ -217,14 +218,39 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The model label of calls that never named a served model: their body did not decode, or
+/// the model they named is not served.
+pub const UNKNOWN_MODEL: &str = "unknown";
+
+/// How long before its deadline a call dropped by the server's own timer still counts as
+/// expired: tonic's timer starts a little before the handler reads the same `grpc-timeout`.
+const DEADLINE_SLACK: Duration = Duration::from_millis(5);
+
+/// Counts one answered RPC: `diffgap_requests_total` and `diffgap_request_duration_seconds`.
+pub fn record_rpc(rpc: &'static str, model: String, status: &'static str, took: Duration) {
+    counter!(REQUESTS, "rpc" => rpc, "model" => model, "status" => status).increment(1);
+    histogram!(REQUEST_DURATION, "rpc" => rpc).record(took.as_secs_f64());
+}
+
+/// The status of a call whose handler was dropped unanswered at `now`: `deadline_exceeded`
+/// when its deadline had passed (the server's timer or the client ended it), else
+/// `cancelled` (the client went away).
+pub fn abandoned_status(deadline: Option<Instant>, now: Instant) -> &'static str {
+    match deadline {
+        Some(d) if now + DEADLINE_SLACK >= d => "deadline_exceeded",
+        _ => "cancelled",
+    }
+}
+
 /// The RPC-level metrics of one call: counts it in flight from creation, and records
 /// `diffgap_requests_total` and `diffgap_request_duration_seconds` exactly once, in
-/// [`RpcObservation::finish`] or, when the handler is dropped first (the client went away),
-/// as `cancelled` on drop.
+/// [`RpcObservation::finish`] or, when the handler is dropped first, on drop: as
+/// `deadline_exceeded` if the call's deadline had passed, else `cancelled`.
 pub struct RpcObservation {
     rpc: &'static str,
     start: Instant,
     model: String,
+    deadline: Option<Instant>,
     done: bool,
 }
 
@@ -235,8 +261,15 @@ impl RpcObservation {
             rpc,
             start: Instant::now(),
             model: model.into(),
+            deadline: None,
             done: false,
         }
+    }
+
+    /// The call's deadline (its `grpc-timeout`), which tells an expiry from a cancellation.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -256,20 +289,24 @@ impl RpcObservation {
             return;
         }
         gauge!(INFLIGHT_REQUESTS).decrement(1.0);
-        counter!(
-            REQUESTS,
-            "rpc" => self.rpc,
-            "model" => self.model.clone(),
-            "status" => status,
-        )
-        .increment(1);
-        histogram!(REQUEST_DURATION, "rpc" => self.rpc).record(self.start.elapsed().as_secs_f64());
+        record_rpc(
+            self.rpc,
+            std::mem::take(&mut self.model),
+            status,
+            self.start.elapsed(),
+        );
     }
 }
 
 impl Drop for RpcObservation {
     fn drop(&mut self) {
-        self.record("cancelled");
+        if self.done {
+            return;
+        }
+        let status = abandoned_status(self.deadline, Instant::now());
+        // Counted, not logged one by one: an expiry or a cancellation is the client's.
+        tracing::debug!(rpc = self.rpc, status, "abandoned before it was answered");
+        self.record(status);
     }
 }
 
@@ -363,6 +400,46 @@ mod tests {
         let r = rows_buckets();
         assert_eq!(r[0], 1.0);
         assert_eq!(*r.last().unwrap(), 65536.0);
+    }
+
+    #[test]
+    fn abandoned_calls_past_their_deadline_are_expiries() {
+        let now = Instant::now();
+        let past = now.checked_sub(Duration::from_millis(1));
+        assert_eq!(abandoned_status(past, now), "deadline_exceeded");
+        // tonic's own timer fires a hair before the handler's reading of the same deadline.
+        assert_eq!(
+            abandoned_status(Some(now + Duration::from_millis(1)), now),
+            "deadline_exceeded"
+        );
+        assert_eq!(
+            abandoned_status(Some(now + Duration::from_secs(1)), now),
+            "cancelled"
+        );
+        assert_eq!(abandoned_status(None, now), "cancelled");
+    }
+
+    #[test]
+    fn a_dropped_call_is_counted_once_by_why() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let expired = RpcObservation::start("Bridge", "m")
+                .with_deadline(Instant::now().checked_sub(Duration::from_millis(1)));
+            drop(expired);
+            let gone = RpcObservation::start("Bridge", "m")
+                .with_deadline(Some(Instant::now() + Duration::from_secs(60)));
+            drop(gone);
+            RpcObservation::start("Bridge", "m").finish("ok", None);
+        });
+        let text = handle.render();
+        for status in ["deadline_exceeded", "cancelled", "ok"] {
+            let line = format!(
+                "diffgap_requests_total{{rpc=\"Bridge\",model=\"m\",status=\"{status}\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
+        assert!(text.contains("diffgap_inflight_requests 0"), "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::audio::decode::{decode, DecodeError, DecodeOptions};
 use crate::audio::limits::{MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use crate::audio::resample::resample;
 use crate::encoders::text::MAX_TEXT_BYTES;
+use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::proto::{self, raw_input::Input};
 use crate::service::request::repository::Served;
@@ -48,7 +49,10 @@ pub async fn resolve(
         if !want.is_empty() && want != got {
             return Err(ServiceError::invalid(
                 field.as_str(),
-                format!("is a raw {got} input, but the request says its modality is '{want}'"),
+                format!(
+                    "is a raw {got} input, but the request says its modality is '{}'",
+                    echo(want)
+                ),
             ));
         }
     }

@@ -5,6 +5,7 @@ use crate::diffusion::sampler::SampleOptions;
 use crate::diffusion::schedule::Strength;
 use crate::model::card::direction_key;
 use crate::model::row_seed;
+use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::proto;
 use crate::service::types::{BridgeRow, CheckedRows, ModelInfo, RowStart};
@@ -40,7 +41,8 @@ pub fn check_modality(m: &ModelInfo, field: &str, name: &str) -> Result<(), Serv
     Err(ServiceError::invalid(
         field,
         format!(
-            "unknown modality '{name}'; the model knows {:?}",
+            "unknown modality '{}'; the model knows {:?}",
+            echo(name),
             m.modalities
         ),
     ))
@@ -62,7 +64,11 @@ pub fn check_direction(
         .collect();
     Err(ServiceError::invalid(
         field,
-        format!("the model has no direction {from}->{to}; it knows {known:?}"),
+        format!(
+            "the model has no direction {}->{}; it knows {known:?}",
+            echo(from),
+            echo(to)
+        ),
     ))
 }
 
