@@ -15,7 +15,8 @@
 //! - [`projection`]: the small CLAP's projection heads and their contrastive training;
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
-//! - [`loadgen`]: load against a running server (`diffgap loadgen`).
+//! - [`loadgen`]: load against a running server (`diffgap loadgen`);
+//! - [`fuzzing`]: the fuzzers' entry points (`fuzz/`).
 // Client-controlled data must never reach a panic: no `unwrap` outside tests; the few true
 // invariants say so with `expect("... This is a bug.")`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -29,6 +30,7 @@ pub mod device;
 pub mod diffusion;
 pub mod encoders;
 pub mod eval;
+pub mod fuzzing;
 pub mod loadgen;
 pub mod model;
 pub mod projection;
