@@ -136,10 +136,10 @@ fn decode_mono(
     bytes: &[u8],
     opts: &DecodeOptions,
 ) -> Result<(Vec<f32>, u32, usize, bool), DecodeError> {
-    let wav = wav_header::peek(bytes);
-    if let Some(h) = &wav {
+    for h in wav_header::every_format(bytes) {
         limits::check(&h.declared(), None)?;
     }
+    let wav = wav_header::peek(bytes);
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = &opts.extension {
@@ -441,6 +441,19 @@ mod tests {
             );
             assert!(!e.to_string().contains("panic"), "{what}: {e}");
         }
+        // Symphonia's probe finds a header past leading bytes, so that header is checked too.
+        let mut shifted = b"\xda\xda\xda".to_vec();
+        shifted.extend(wav_bytes(1, 0, 1, 16, len, &data));
+        assert!(
+            matches!(
+                decode(&shifted, &opts(44_100)),
+                Err(DecodeError::OutOfRange {
+                    field: "sample rate",
+                    ..
+                })
+            ),
+            "a rate-0 header after leading bytes"
+        );
         // Ten hours declared by the data chunk, a tenth of a second present.
         let ten_hours = 10 * 3_600 * 44_100 * 2;
         let bytes = wav_bytes(1, 44_100, 1, 16, ten_hours, &data);

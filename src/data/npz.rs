@@ -119,10 +119,9 @@ fn quoted_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
 }
 
 fn kind_of(descr: &str) -> Result<Kind, String> {
-    let (order, code) = descr.split_at(descr.len().min(1));
-    if !matches!(order, "<" | "|" | "=") {
-        return Err(format!("dtype '{descr}' is not little-endian"));
-    }
+    let code = descr
+        .strip_prefix(['<', '|', '='])
+        .ok_or_else(|| format!("dtype '{descr}' is not little-endian"))?;
     Ok(match code {
         "f2" => Kind::Half,
         "f4" => Kind::Float,
@@ -209,6 +208,9 @@ mod tests {
         assert!(parse_header("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }").is_err());
         assert!(parse_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }").is_ok());
         assert!(data_bytes(Kind::Float, &[-2]).is_err());
+        assert!(
+            parse_header("{'descr': '\u{e9}f4', 'fortran_order': False, 'shape': (2,), }").is_err()
+        );
         assert!(data_bytes(Kind::Float, &[i64::MAX, i64::MAX]).is_err());
         let (k, s) = parse_header("{'descr': '<i8', 'fortran_order': False, 'shape': (), }")
             .expect("scalar");
