@@ -92,6 +92,10 @@ pub enum DecodeError {
     },
     #[error("no audio: the stream decodes to zero samples")]
     NoSamples,
+    /// NaN, infinite or absurdly large samples (a float stream's bits are arbitrary), which the
+    /// resampler's FFT cannot take.
+    #[error("invalid audio: sample {index} is {value}, outside -{max}..={max} (full scale is 1)")]
+    BadSample { index: usize, value: f32, max: f32 },
     #[error("audio too long: more than {max_seconds} s (at least {seconds:.2} s)")]
     TooLong { seconds: f64, max_seconds: f64 },
     #[error("invalid decode options: {0}")]
@@ -128,6 +132,21 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
         source_channels,
         truncated,
     })
+}
+
+/// Full scale is 1; a sample past this is a corrupt stream, not loud audio (and would overflow
+/// the resampler's sums).
+const MAX_SAMPLE_MAGNITUDE: f32 = 1_000.0;
+
+fn check_samples(mono: &[f32]) -> Result<(), DecodeError> {
+    match mono.iter().position(|x| !(x.abs() <= MAX_SAMPLE_MAGNITUDE)) {
+        Some(index) => Err(DecodeError::BadSample {
+            index,
+            value: mono[index],
+            max: MAX_SAMPLE_MAGNITUDE,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Demuxes and decodes the first audio track, averaging channels; returns (mono, rate,
@@ -257,9 +276,7 @@ fn decode_mono(
     if mono.is_empty() {
         return Err(DecodeError::NoSamples);
     }
-    if mono.iter().any(|x| !x.is_finite()) {
-        return Err(DecodeError::Undecodable("non-finite samples".into()));
-    }
+    check_samples(&mono)?;
     Ok((mono, rate, channels, truncated))
 }
 
@@ -360,6 +377,22 @@ mod tests {
         let mut ogg = b"OggS".to_vec();
         ogg.extend_from_slice(&garbage[..512]);
         assert!(decode(&ogg, &opts(44_100)).is_err());
+    }
+
+    #[test]
+    fn non_finite_and_huge_float_samples_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, -3.0e38] {
+            let mut data = Vec::new();
+            for i in 0..800 {
+                let x = if i == 7 { bad } else { 0.25 };
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+            let bytes = wav_bytes(3, 16_000, 1, 32, data.len() as u32, &data);
+            match decode(&bytes, &opts(44_100)) {
+                Err(DecodeError::BadSample { index: 7, .. }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
