@@ -11,9 +11,12 @@ use crate::audio::decode::{decode, DecodeOptions};
 use crate::data::pairs::PairedSet;
 use crate::model::artifact::parse_card;
 
+/// A fuzz target: whether the input was accepted.
+pub type Target = fn(&[u8]) -> bool;
+
 /// Every fuzz target: its name (the `fuzz/fuzz_targets/NAME.rs` file and corpus folder) and its
 /// entry point.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("audio_decode", audio_decode),
     ("paired_safetensors", paired_safetensors),
     ("paired_npz", paired_npz),

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use diffgap::fuzzing::TARGETS;
+use diffgap::fuzzing::{Target, TARGETS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -20,7 +20,7 @@ thread_local! {
 /// Runs a target and fails if it panicked anywhere, even where the panic was caught (audio
 /// decoding catches symphonia's panics, as a last resort; libFuzzer counts them as crashes and
 /// so does this test).
-fn run(name: &str, target: fn(&[u8]) -> bool, bytes: &[u8]) -> bool {
+fn run(name: &str, target: Target, bytes: &[u8]) -> bool {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();

@@ -139,7 +139,10 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
 const MAX_SAMPLE_MAGNITUDE: f32 = 1_000.0;
 
 fn check_samples(mono: &[f32]) -> Result<(), DecodeError> {
-    match mono.iter().position(|x| !(x.abs() <= MAX_SAMPLE_MAGNITUDE)) {
+    match mono
+        .iter()
+        .position(|x| !x.is_finite() || x.abs() > MAX_SAMPLE_MAGNITUDE)
+    {
         Some(index) => Err(DecodeError::BadSample {
             index,
             value: mono[index],

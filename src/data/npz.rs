@@ -190,15 +190,11 @@ mod tests {
     #[test]
     fn a_shape_larger_than_the_data_is_refused() {
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (9, 4), }";
-        let err = read(&npz_with(&npy(header, &[0u8; 48])))
-            .err()
-            .expect("refused");
+        let err = read(&npz_with(&npy(header, &[0u8; 48]))).expect_err("refused");
         assert!(err.contains("needs 144 bytes"), "{err}");
         let ok = read(&npz_with(&npy(header, &[0u8; 144]))).expect("exact size");
         assert_eq!(ok[0].1.size(), vec![9, 4]);
-        let err = read(&npz_with(&npy(header, &[0u8; 145])))
-            .err()
-            .expect("refused");
+        let err = read(&npz_with(&npy(header, &[0u8; 145]))).expect_err("refused");
         assert!(err.contains("and more"), "{err}");
     }
 
