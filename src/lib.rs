@@ -16,7 +16,8 @@
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
 //! - [`loadgen`]: load against a running server (`diffgap loadgen`);
-//! - [`loadgen_audio`]: Bridge latency beside heavy audio (`diffgap loadgen-audio`).
+//! - [`loadgen_audio`]: Bridge latency beside heavy audio (`diffgap loadgen-audio`);
+//! - [`fuzzing`]: the fuzzers' entry points (`fuzz/`).
 // Client-controlled data must never reach a panic: no `unwrap` outside tests; the few true
 // invariants say so with `expect("... This is a bug.")`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -30,6 +31,7 @@ pub mod device;
 pub mod diffusion;
 pub mod encoders;
 pub mod eval;
+pub mod fuzzing;
 pub mod loadgen;
 pub mod loadgen_audio;
 pub mod model;

@@ -92,6 +92,10 @@ pub enum DecodeError {
     },
     #[error("no audio: the stream decodes to zero samples")]
     NoSamples,
+    /// NaN, infinite or absurdly large samples (a float stream's bits are arbitrary), which the
+    /// resampler's FFT cannot take.
+    #[error("invalid audio: sample {index} is {value}, outside -{max}..={max} (full scale is 1)")]
+    BadSample { index: usize, value: f32, max: f32 },
     #[error("audio too long: more than {max_seconds} s (at least {seconds:.2} s)")]
     TooLong { seconds: f64, max_seconds: f64 },
     #[error("invalid decode options: {0}")]
@@ -130,16 +134,34 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
     })
 }
 
+/// Full scale is 1; a sample past this is a corrupt stream, not loud audio (and would overflow
+/// the resampler's sums).
+const MAX_SAMPLE_MAGNITUDE: f32 = 1_000.0;
+
+fn check_samples(mono: &[f32]) -> Result<(), DecodeError> {
+    match mono
+        .iter()
+        .position(|x| !x.is_finite() || x.abs() > MAX_SAMPLE_MAGNITUDE)
+    {
+        Some(index) => Err(DecodeError::BadSample {
+            index,
+            value: mono[index],
+            max: MAX_SAMPLE_MAGNITUDE,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Demuxes and decodes the first audio track, averaging channels; returns (mono, rate,
 /// channels, truncated).
 fn decode_mono(
     bytes: &[u8],
     opts: &DecodeOptions,
 ) -> Result<(Vec<f32>, u32, usize, bool), DecodeError> {
-    let wav = wav_header::peek(bytes);
-    if let Some(h) = &wav {
+    for h in wav_header::every_format(bytes) {
         limits::check(&h.declared(), None)?;
     }
+    let wav = wav_header::peek(bytes);
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = &opts.extension {
@@ -257,9 +279,7 @@ fn decode_mono(
     if mono.is_empty() {
         return Err(DecodeError::NoSamples);
     }
-    if mono.iter().any(|x| !x.is_finite()) {
-        return Err(DecodeError::Undecodable("non-finite samples".into()));
-    }
+    check_samples(&mono)?;
     Ok((mono, rate, channels, truncated))
 }
 
@@ -363,6 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_and_huge_float_samples_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, -3.0e38] {
+            let mut data = Vec::new();
+            for i in 0..800 {
+                let x = if i == 7 { bad } else { 0.25 };
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+            let bytes = wav_bytes(3, 16_000, 1, 32, data.len() as u32, &data);
+            match decode(&bytes, &opts(44_100)) {
+                Err(DecodeError::BadSample { index: 7, .. }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn zero_frames_is_no_samples() {
         let r = decode(&wav(44_100, 1, &[], true), &opts(44_100));
         assert!(matches!(r, Err(DecodeError::NoSamples)), "{r:?}");
@@ -441,6 +477,19 @@ mod tests {
             );
             assert!(!e.to_string().contains("panic"), "{what}: {e}");
         }
+        // Symphonia's probe finds a header past leading bytes, so that header is checked too.
+        let mut shifted = b"\xda\xda\xda".to_vec();
+        shifted.extend(wav_bytes(1, 0, 1, 16, len, &data));
+        assert!(
+            matches!(
+                decode(&shifted, &opts(44_100)),
+                Err(DecodeError::OutOfRange {
+                    field: "sample rate",
+                    ..
+                })
+            ),
+            "a rate-0 header after leading bytes"
+        );
         // Ten hours declared by the data chunk, a tenth of a second present.
         let ten_hours = 10 * 3_600 * 44_100 * 2;
         let bytes = wav_bytes(1, 44_100, 1, 16, ten_hours, &data);

@@ -37,11 +37,37 @@ impl WavHeader {
 /// The header of a RIFF/WAVE file; `None` when `bytes` are not one or hold no complete `fmt `
 /// chunk (symphonia then reports what is wrong).
 pub fn peek(bytes: &[u8]) -> Option<WavHeader> {
-    if bytes.get(0..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
-        return None;
+    is_wave_at(bytes, 0).then(|| walk(bytes, 0, &mut |_| {}))?
+}
+
+/// Every `fmt ` chunk of every RIFF/WAVE header in `bytes`. Symphonia's probe locks on to a
+/// format marker anywhere in its search window, not only at offset 0, so each header it could
+/// read must be checked, not just the one at the start.
+pub fn every_format(bytes: &[u8]) -> Vec<WavHeader> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = bytes
+        .get(from..)
+        .and_then(|rest| rest.windows(4).position(|w| w == b"RIFF"))
+        .map(|i| i + from)
+    {
+        if is_wave_at(bytes, at) {
+            walk(bytes, at, &mut |h| found.push(h));
+        }
+        from = at + 1;
     }
+    found
+}
+
+fn is_wave_at(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..at + 4) == Some(b"RIFF") && bytes.get(at + 8..at + 12) == Some(b"WAVE")
+}
+
+/// Walks the chunks of the RIFF file starting at `start`, calling `on_fmt` for each `fmt `
+/// chunk; returns the last `fmt ` before the `data` chunk, with the `data` chunk's length.
+fn walk(bytes: &[u8], start: usize, on_fmt: &mut dyn FnMut(WavHeader)) -> Option<WavHeader> {
     let mut fmt: Option<WavHeader> = None;
-    let mut pos = 12usize;
+    let mut pos = start.checked_add(12)?;
     // Each step moves forward by at least 8 bytes, so the walk ends within `bytes.len() / 8`.
     while let Some(head) = bytes.get(pos..pos.checked_add(8)?) {
         let len = u32_at(head, 4)?;
@@ -49,12 +75,14 @@ pub fn peek(bytes: &[u8]) -> Option<WavHeader> {
         match &head[0..4] {
             b"fmt " => {
                 let f = bytes.get(body..body.checked_add(16)?)?;
-                fmt = Some(WavHeader {
+                let h = WavHeader {
                     channels: u16_at(f, 2)?,
                     sample_rate: u32_at(f, 4)?,
                     bits_per_sample: u16_at(f, 14)?,
                     data_len: None,
-                });
+                };
+                on_fmt(h);
+                fmt = Some(h);
             }
             b"data" => {
                 return fmt.map(|h| WavHeader {

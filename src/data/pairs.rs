@@ -87,8 +87,14 @@ impl PairedSet {
             path: path.into(),
             source,
         })?;
-        let fingerprint = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        let named = read_named(path, &bytes)?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// A paired file's bytes, read as [`PairedSet::load`] reads them (the format by `path`'s
+    /// extension; `path` also names the file in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, DataError> {
+        let fingerprint = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let named = read_named(path, bytes)?;
         let mut set = Self::from_named(path, named)?;
         set.fingerprint = fingerprint;
         Ok(set)
@@ -262,7 +268,7 @@ fn read_named(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, DataEr
             // Parsed from the bytes already read, so the fingerprint and the data agree.
             safetensors_tensors(bytes).map_err(|e| corrupt("safetensors", e))
         }
-        "npz" => Tensor::read_npz(path).map_err(|e| corrupt("npz", e.to_string())),
+        "npz" => super::npz::read(bytes).map_err(|e| corrupt("npz", e)),
         _ => Err(DataError::UnknownFormat { path: path.into() }),
     }
 }

@@ -111,7 +111,12 @@ pub fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {
     let path = dir.join(CARD_FILE);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| artifact_err(dir, format!("cannot read {CARD_FILE}: {e}")))?;
-    let card: ModelCard = serde_json::from_str(&text)
+    parse_card(dir, &text)
+}
+
+/// A card's text, parsed and checked as [`read_card`] does (`dir` only names it in errors).
+pub fn parse_card(dir: &Path, text: &str) -> Result<ModelCard, ModelError> {
+    let card: ModelCard = serde_json::from_str(text)
         .map_err(|e| artifact_err(dir, format!("{CARD_FILE} is not a valid model card: {e}")))?;
     check_card(dir, &card)?;
     Ok(card)
