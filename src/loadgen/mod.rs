@@ -39,9 +39,9 @@ pub use summary::{InProcess, InProcessSteps, LayoutMix, LevelSummary, RatioRound
 
 // The service items the load generator uses, imported here only (the submodules take them
 // from here).
+use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::proto::diffgap_client::DiffgapClient;
 use crate::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
-use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::worker::WorkerOptions;
 
 pub fn run(args: &LoadgenArgs) -> Result<()> {
