@@ -15,11 +15,13 @@ use diffgap::model::{artifact, row_seed};
 use diffgap::service::catalog::{self, BuildArgs};
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{
-    BridgeItem, BridgeRequest, BridgeStreamRequest, BridgeStreamResponse, Candidate, Embedding,
-    InfoRequest, RankMode, RankRequest, Ranked, RefineRequest, ReloadRequest,
+    BridgeItem, BridgeRequest, BridgeStreamRequest, BridgeStreamResponse, Candidate, InfoRequest,
+    RankMode, RankRequest, Ranked, RefineRequest, ReloadRequest,
 };
 use diffgap::service::ServeConfig;
-use support::{sample, scrape, serve_config, tiny_model};
+use support::{
+    assert_close, emb, sample, scrape, serve_config, tiny_model, tiny_vector, SharedServer,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -57,37 +59,15 @@ fn catalogs_dir() -> PathBuf {
 }
 
 /// One server of the tiny model with the catalog, for the whole binary.
-fn server() -> SocketAddr {
-    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let mut cfg = serve_config(&tiny_model());
-        cfg.max_items_per_request = 64;
-        cfg.catalogs = catalogs_dir();
-        // Two instances: every call here also checks that requests, catalogs and reloads
-        // work whichever instance takes them.
-        cfg.instances = 2;
-        support::serve_forever(cfg).0
-    })
-}
-
-async fn client() -> DiffgapClient<Channel> {
-    support::client(server()).await
-}
-
-fn vector(seed: u64) -> Vec<f32> {
-    support::vector(seed, DIM)
-}
-
-fn emb(values: Vec<f32>) -> Option<Embedding> {
-    Some(Embedding { values })
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol, "component {i}: {x} vs {y}");
-    }
-}
+static SERVER: SharedServer = SharedServer::new(|| {
+    let mut cfg = serve_config(&tiny_model());
+    cfg.max_items_per_request = 64;
+    cfg.catalogs = catalogs_dir();
+    // Two instances: every call here also checks that requests, catalogs and reloads
+    // work whichever instance takes them.
+    cfg.instances = 2;
+    cfg
+});
 
 /// An INVALID_ARGUMENT whose message starts with `field`.
 fn assert_invalid(e: &Status, field: &str) {
@@ -113,8 +93,8 @@ fn refine_request(x: &[f32], partner: &[f32]) -> RefineRequest {
 #[tokio::test]
 async fn refine_matches_the_in_process_model() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
-    let (x, p) = (vector(21), vector(22));
+    let mut c = SERVER.client().await;
+    let (x, p) = (tiny_vector(21), tiny_vector(22));
     let mut req = refine_request(&x, &p);
     req.partner_modality = "text".into();
     req.strength = Some(0.5);
@@ -169,8 +149,8 @@ async fn refine_matches_the_in_process_model() {
 #[tokio::test]
 async fn refine_refuses_bad_requests_naming_the_field() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
-    let (x, p) = (vector(23), vector(24));
+    let mut c = SERVER.client().await;
+    let (x, p) = (tiny_vector(23), tiny_vector(24));
     for bad in [0.0, 1.5, f32::NAN, -0.1] {
         let mut req = refine_request(&x, &p);
         req.strength = Some(bad);
@@ -213,7 +193,7 @@ fn stream_items(n: u64) -> Vec<BridgeItem> {
                 ("audio", "text")
             };
             let seed = (i % 3 == 0).then_some(500 + i);
-            let mut it = BridgeItem::new(from, to, vector(300 + i), seed);
+            let mut it = BridgeItem::new(from, to, tiny_vector(300 + i), seed);
             it.steps = Some(4 + (i % 2) as u32);
             it
         })
@@ -249,7 +229,7 @@ async fn stream(
 #[tokio::test]
 async fn bridge_stream_equals_one_unary_bridge_in_order() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let items = stream_items(7);
     let unary: Vec<Vec<f32>> = c
         .bridge(BridgeRequest::new(items.clone()))
@@ -291,7 +271,7 @@ async fn bridge_stream_equals_one_unary_bridge_in_order() {
 #[tokio::test]
 async fn bridge_stream_ends_at_a_bad_chunk_after_answering_the_earlier_ones() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let good = || stream_items(2);
     let mut short = stream_items(1);
     short[0].embedding = emb(vec![0.5; DIM + 1]);
@@ -367,7 +347,7 @@ fn assert_same_ranking(a: &[Ranked], b: &[Ranked], what: &str) {
 #[tokio::test]
 async fn a_catalog_ranks_like_its_candidates_inline() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let data = catalog::read(&catalogs_dir().join(CATALOG)).expect("read the catalog");
     let n = data.entries();
     assert!(n > 2 && n <= 64, "{n} entries");
@@ -393,7 +373,7 @@ async fn a_catalog_ranks_like_its_candidates_inline() {
             raw: None,
         })
         .collect();
-    let query = vector(41);
+    let query = tiny_vector(41);
     for mode in [
         RankMode::Contrastive,
         RankMode::Bridged,
@@ -428,18 +408,18 @@ async fn a_catalog_ranks_like_its_candidates_inline() {
 #[tokio::test]
 async fn catalog_requests_are_checked() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
-    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    let mut c = SERVER.client().await;
+    let mut req = rank_request(&tiny_vector(42), RankMode::Contrastive);
     req.catalog = "nowhere".into();
     let e = c.rank(req).await.expect_err("unknown catalog");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert!(e.message().contains("nowhere"), "{}", e.message());
 
-    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    let mut req = rank_request(&tiny_vector(42), RankMode::Contrastive);
     req.catalog = CATALOG.into();
     req.candidates = vec![Candidate {
         id: "x".into(),
-        embedding: emb(vector(43)),
+        embedding: emb(tiny_vector(43)),
         raw: None,
     }];
     assert_invalid(
@@ -447,7 +427,7 @@ async fn catalog_requests_are_checked() {
         "candidates",
     );
 
-    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    let mut req = rank_request(&tiny_vector(42), RankMode::Contrastive);
     req.catalog = CATALOG.into();
     req.candidate_modality = "text".into();
     assert_invalid(
@@ -461,12 +441,12 @@ async fn catalog_requests_are_checked() {
 #[tokio::test]
 async fn generative_rank_reorders_the_fused_shortlist() {
     let _turn = TURN.read().await;
-    let mut c = client().await;
-    let query = vector(60);
+    let mut c = SERVER.client().await;
+    let query = tiny_vector(60);
     let candidates: Vec<Candidate> = (0..12)
         .map(|i| Candidate {
             id: format!("c{i}"),
-            embedding: emb(vector(61 + i)),
+            embedding: emb(tiny_vector(61 + i)),
             raw: None,
         })
         .collect();
@@ -535,7 +515,7 @@ async fn generative_rank_reorders_the_fused_shortlist() {
 // ---------------------------------------------------------- Model repository and Reload
 
 fn named_item(model: &str, seed: u64) -> BridgeRequest {
-    let mut it = BridgeItem::new("text", "audio", vector(seed), Some(seed));
+    let mut it = BridgeItem::new("text", "audio", tiny_vector(seed), Some(seed));
     it.steps = Some(3);
     BridgeRequest {
         model: model.into(),
@@ -706,7 +686,7 @@ async fn an_expired_request_never_reaches_the_model() {
     let items = |n: u64, samples: u32| -> Vec<BridgeItem> {
         (0..n)
             .map(|i| {
-                let mut it = BridgeItem::new("text", "audio", vector(900 + i), Some(i));
+                let mut it = BridgeItem::new("text", "audio", tiny_vector(900 + i), Some(i));
                 it.steps = Some(max_steps);
                 it.samples = Some(samples);
                 it
@@ -769,7 +749,7 @@ async fn two_requests(addr: SocketAddr, metrics: SocketAddr, steps: u32) -> (f64
             seeds
                 .iter()
                 .map(|&s| {
-                    let mut it = BridgeItem::new("text", "audio", vector(s), Some(s));
+                    let mut it = BridgeItem::new("text", "audio", tiny_vector(s), Some(s));
                     it.steps = Some(steps);
                     it.samples = Some(1);
                     it
