@@ -12,8 +12,8 @@ use diffgap::service::proto::{
     RankResponse,
 };
 use support::{
-    assert_close, channel, cosine, emb, serve_config, serve_until_stopped, tiny_model, tiny_vector,
-    wait_serving, SharedServer,
+    assert_close, channel, cosine, emb, flat, one_row, serve_config, serve_until_stopped,
+    tiny_model, tiny_vector, wait_serving, SharedServer,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -55,16 +55,10 @@ async fn bridge_matches_the_in_process_model() {
     assert_eq!(got.len(), 3);
 
     let model = artifact::load(&tiny_model(), tch::Device::Cpu).expect("load");
-    let d = model.card.defaults;
-    let defaults = SampleOptions {
-        steps: d.steps,
-        guidance: d.guidance,
-        samples: d.samples,
-    };
+    let defaults = support::default_options(&model);
     let local = |v: &[f32], from: &str, to: &str, seed: u64, opts: SampleOptions| -> Vec<f32> {
-        let t = tch::Tensor::from_slice(v).view([1, DIM as i64]);
-        let out = model.bridge(&t, from, to, &[seed], opts).expect("bridge");
-        Vec::<f32>::try_from(&out.view([-1])).expect("to vec")
+        let out = model.bridge(&one_row(v), from, to, &[seed], opts);
+        flat(&out.expect("bridge"))
     };
     assert_close(&got[0], &local(&x, "text", "audio", 7, defaults), 1e-5);
     // No seed: row_seed(0, index in the request).

@@ -20,7 +20,8 @@ use diffgap::service::proto::{
 };
 use diffgap::service::ServeConfig;
 use support::{
-    assert_close, emb, sample, scrape, serve_config, tiny_model, tiny_vector, SharedServer,
+    assert_close, emb, flat, one_row, sample, scrape, serve_config, tiny_model, tiny_vector,
+    SharedServer,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -116,12 +117,10 @@ async fn refine_matches_the_in_process_model() {
         .values;
 
     let model = artifact::load(&tiny_model(), tch::Device::Cpu).expect("load");
-    let t = |v: &[f32]| tch::Tensor::from_slice(v).view([1, DIM as i64]);
+    let (xt, pt) = (one_row(&x), one_row(&p));
     let local = |seed: u64, strength: f64, opts: SampleOptions| -> Vec<f32> {
-        let out = model
-            .refine(&t(&x), "audio", &t(&p), "text", &[seed], strength, opts)
-            .expect("refine");
-        Vec::<f32>::try_from(&out.view([-1])).expect("to vec")
+        let out = model.refine(&xt, "audio", &pt, "text", &[seed], strength, opts);
+        flat(&out.expect("refine"))
     };
     let opts = SampleOptions {
         steps: 8,
@@ -130,11 +129,7 @@ async fn refine_matches_the_in_process_model() {
     };
     assert_close(&got, &local(5, 0.5, opts), 1e-5);
     let d = model.card.defaults;
-    let defaults = SampleOptions {
-        steps: d.steps,
-        guidance: d.guidance,
-        samples: d.samples,
-    };
+    let defaults = support::default_options(&model);
     assert_close(
         &dflt,
         &local(row_seed(0, 0), d.refine_strength, defaults),

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diffgap::service::proto::diffgap_client::DiffgapClient;
@@ -304,7 +303,7 @@ fn config_print_shows_the_layered_configuration() {
         "serve.toml",
         "max_batch_rows = 100\nqueue_capacity = 7\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = support::diffgap_command()
         .current_dir(dir.path())
         .args(["config", "print", "--config"])
         .arg(&file)
@@ -326,7 +325,7 @@ fn config_print_shows_the_layered_configuration() {
     assert_eq!(shown.metrics_listen, "off");
     assert_eq!(shown.max_message_bytes, Some(shown.message_limit()));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = support::diffgap_command()
         .current_dir(dir.path())
         .args(["config", "print", "--max-items-per-request", "0"])
         .output()

@@ -6,7 +6,9 @@ use diffgap::data::pairs::write_named;
 use diffgap::data::synthetic::{generate, SyntheticSpec};
 use diffgap::device::DeviceChoice;
 use diffgap::diffusion::prediction::Prediction;
+use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::diffusion::schedule::ScheduleKind;
+use diffgap::model::DiffgapModel;
 use diffgap::train::TrainConfig;
 
 /// The embedding dimension of [`tiny_model`].
@@ -90,6 +92,16 @@ pub fn tiny_model() -> PathBuf {
             train_tiny(&dir, 300, TINY_DIM)
         })
         .clone()
+}
+
+/// The sampling options of `model`'s card: what a request that sets none gets.
+pub fn default_options(model: &DiffgapModel) -> SampleOptions {
+    let d = model.card.defaults;
+    SampleOptions {
+        steps: d.steps,
+        guidance: d.guidance,
+        samples: d.samples,
+    }
 }
 
 /// Copies the directory `from` (recursively) to `to`.

@@ -36,6 +36,16 @@ pub fn randn(rows: i64, dim: i64) -> Tensor {
     Tensor::randn([rows, dim], (Kind::Float, Device::Cpu))
 }
 
+/// `v` as a one-row tensor, `[1, v.len()]`, on the CPU.
+pub fn one_row(v: &[f32]) -> Tensor {
+    Tensor::from_slice(v).view([1, v.len() as i64])
+}
+
+/// The components of `t`, flattened in order.
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(&t.view([-1])).expect("to vec")
+}
+
 /// The Euclidean norm of `v`, summed in f64.
 pub fn norm(v: &[f32]) -> f64 {
     v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
