@@ -6,22 +6,15 @@ use std::path::Path;
 
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed, ModelError};
-use tch::{Device, Kind, Tensor};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
+use support::copy_dir;
+use tch::Device;
 
 #[test]
 fn torchscript_and_rust_weights_give_the_same_outputs() {
     let dir = support::tiny_model();
     let scripted = artifact::load(&dir, Device::Cpu).expect("torchscript load");
     let eager = artifact::load_eager(&dir, Device::Cpu).expect("eager load");
-    let x = Tensor::randn([32, 16], (Kind::Float, Device::Cpu));
+    let x = support::randn(32, 16);
     let seeds: Vec<u64> = (0..32).map(|i| row_seed(5, i)).collect();
     let opts = SampleOptions {
         steps: 10,
@@ -132,7 +125,7 @@ fn a_module_with_the_wrong_contract_is_refused_at_load() {
     let d = tmp.path().join("contract");
     copy_dir(&src, &d);
     // A real TorchScript module that takes one input instead of five.
-    let x = Tensor::randn([2, 16], (Kind::Float, Device::Cpu));
+    let x = support::randn(2, 16);
     let module =
         tch::CModule::create_by_tracing("Wrong", "forward", &[x], &mut |v| vec![&v[0] * 2.0])
             .unwrap();

@@ -1,10 +1,14 @@
 //! The `diffgap` binary end to end, as a user runs it on a file they bring.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
+use support::diffgap_command;
+
 fn diffgap(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = diffgap_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -168,7 +172,7 @@ fn binary_links_libtorch_cuda_and_finds_it_without_ld_library_path() {
         "libtorch_cuda.so does not resolve: {cuda}"
     );
     assert!(!libs.contains("not found"), "{libs}");
-    let o = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let o = diffgap_command()
         .arg("--version")
         .env_remove("LD_LIBRARY_PATH")
         .output()

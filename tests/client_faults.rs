@@ -17,12 +17,7 @@ use tonic::{Code, Status};
 /// One server with metrics for the whole binary: (gRPC address, metrics address).
 fn server() -> (SocketAddr, SocketAddr) {
     static ADDRS: OnceLock<(SocketAddr, SocketAddr)> = OnceLock::new();
-    *ADDRS.get_or_init(|| {
-        let mut cfg = support::serve_config(&support::tiny_model());
-        cfg.metrics_listen = "127.0.0.1:0".into();
-        let (addr, metrics) = support::serve_forever(cfg);
-        (addr, metrics.expect("metrics are on"))
-    })
+    *ADDRS.get_or_init(|| support::serve_with_metrics(&support::tiny_model(), |_| {}))
 }
 
 /// The metrics recorder is one per process: the tests that move the counters take turns.

@@ -3,13 +3,13 @@
 //! under .cache/debs), then built twice: the split is by identity, the output is byte-identical
 //! and the second run of the same build is a no-op.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{diffgap_command, root};
 
 fn fetch() {
     let status = Command::new("bash")
@@ -24,7 +24,7 @@ fn fetch() {
 }
 
 fn build(out: &Path, extra: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let output = diffgap_command()
         .args(["corpus", "build", "--only", "freedesktop,timgm6mb", "--out"])
         .arg(out)
         .args(extra)

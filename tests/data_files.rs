@@ -1,8 +1,11 @@
 //! Every way a paired file can be wrong gets an error that names the problem.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use diffgap::data::pairs::{write_named, PairedSet};
+use support::randn;
 use tch::{Device, Kind, Tensor};
 
 fn write(dir: &Path, name: &str, tensors: Vec<(&str, Tensor)>) -> PathBuf {
@@ -17,10 +20,6 @@ fn write(dir: &Path, name: &str, tensors: Vec<(&str, Tensor)>) -> PathBuf {
 
 /// A file's tensors, the name of the case and the message expected.
 type Case = (&'static str, Vec<(&'static str, Tensor)>, &'static str);
-
-fn rand(rows: i64, dim: i64) -> Tensor {
-    Tensor::randn([rows, dim], (Kind::Float, Device::Cpu))
-}
 
 fn err(path: &Path) -> String {
     match PairedSet::load(path) {
@@ -38,8 +37,8 @@ fn good_files_load_in_both_formats() {
             tmp.path(),
             &format!("ok.{ext}"),
             vec![
-                ("text", rand(4, 8)),
-                ("audio", rand(4, 8).to_kind(Kind::Double)),
+                ("text", randn(4, 8)),
+                ("audio", randn(4, 8).to_kind(Kind::Double)),
                 ("group", group),
             ],
         );
@@ -66,18 +65,18 @@ fn malformed_tensors_are_named() {
     let cases: Vec<Case> = vec![
         (
             "rows",
-            vec![("text", rand(4, 8)), ("audio", rand(5, 8))],
+            vec![("text", randn(4, 8)), ("audio", randn(5, 8))],
             "rows must pair up",
         ),
         (
             "dims",
-            vec![("text", rand(4, 8)), ("audio", rand(4, 9))],
+            vec![("text", randn(4, 8)), ("audio", randn(4, 9))],
             "a space has one dimension",
         ),
         (
             "dtype",
             vec![
-                ("text", rand(4, 8)),
+                ("text", randn(4, 8)),
                 ("audio", Tensor::ones([4, 8], (Kind::Int64, Device::Cpu))),
             ],
             "must be a float tensor",
@@ -85,16 +84,16 @@ fn malformed_tensors_are_named() {
         (
             "rank",
             vec![
-                ("text", rand(4, 8)),
+                ("text", randn(4, 8)),
                 ("audio", Tensor::ones([4], (Kind::Float, Device::Cpu))),
             ],
             "must be 2-D",
         ),
-        ("empty", vec![("text", rand(0, 8))], "is empty"),
+        ("empty", vec![("text", randn(0, 8))], "is empty"),
         (
             "group",
             vec![
-                ("text", rand(4, 8)),
+                ("text", randn(4, 8)),
                 ("group", Tensor::from_slice(&[0i64, 1])),
             ],
             "has 2 entries for 4 rows",
@@ -102,7 +101,7 @@ fn malformed_tensors_are_named() {
         (
             "groupkind",
             vec![
-                ("text", rand(4, 8)),
+                ("text", randn(4, 8)),
                 ("group", Tensor::from_slice(&[0f32, 1.0, 2.0, 3.0])),
             ],
             "1-D int64",
@@ -126,16 +125,16 @@ fn bad_values_name_the_row() {
         ("nan", f32::NAN, "not finite"),
         ("inf", f32::INFINITY, "not finite"),
     ] {
-        let x = rand(6, 4);
+        let x = randn(6, 4);
         let _ = x.get(3).get(1).fill_(value as f64);
         let e = err(&write(
             tmp.path(),
             &format!("{name}.npz"),
-            vec![("text", rand(6, 4)), ("audio", x)],
+            vec![("text", randn(6, 4)), ("audio", x)],
         ));
         assert!(e.contains("row 3") && e.contains(expected), "{e}");
     }
-    let x = rand(6, 4);
+    let x = randn(6, 4);
     let _ = x.get(2).zero_();
     let e = err(&write(tmp.path(), "zero.safetensors", vec![("audio", x)]));
     assert!(e.contains("row 2") && e.contains("all zeros"), "{e}");
@@ -156,7 +155,7 @@ fn corrupt_and_unknown_files_are_refused() {
     std::fs::write(d.join("data.csv"), b"1,2,3").unwrap();
     assert!(err(&d.join("data.csv")).contains("unsupported extension"));
     assert!(err(&d.join("absent.safetensors")).contains("cannot read"));
-    let p = write(d, "ok.safetensors", vec![("text", rand(3, 4))]);
+    let p = write(d, "ok.safetensors", vec![("text", randn(3, 4))]);
     let set = PairedSet::load(&p).unwrap();
     let e = set.modality("video").unwrap_err().to_string();
     assert!(

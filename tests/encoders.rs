@@ -5,16 +5,15 @@
 //!
 //! Needs the encoders built by `scripts/build-encoders.sh` (the test command runs it).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use diffgap::audio::decode::{decode, DecodeOptions};
 use diffgap::encoders::module::{load_encoder, load_torchscript, Contract};
 use diffgap::encoders::{AudioEncoder, EncoderError, TextEncoder, VideoEncoder};
+use support::{cosine, root};
 use tch::{Device, Kind, Tensor};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn encoders_dir() -> PathBuf {
     let dir = root().join(".cache/encoders");
@@ -37,13 +36,6 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().expect("number") as f32)
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn rows(t: &Tensor) -> Vec<Vec<f32>> {
@@ -213,7 +205,7 @@ fn corrupt_and_missing_files_fail_clearly() {
 
 /// Saves a traced module computing `f` on a probe input.
 fn traced(dir: &Path, name: &str, probe: Tensor, f: impl Fn(&Tensor) -> Tensor) -> PathBuf {
-    let w = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
+    let w = support::randn(3, 8);
     let mut closure = |inputs: &[Tensor]| vec![f(&inputs[0]).matmul(&w)];
     let module = tch::CModule::create_by_tracing("Video", "forward", &[probe], &mut closure)
         .expect("tracing");

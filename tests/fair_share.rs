@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -15,17 +14,7 @@ use diffgap::loadgen_audio::noise_wav;
 use diffgap::service::proto::{
     raw_input::Input, BridgeItem, BridgeRequest, EmbedRequest, InfoRequest, RawInput,
 };
-use support::{client, serve_config, serve_forever, vector};
-
-fn default_model() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default");
-    assert!(
-        dir.join("encoders/encoders.json").is_file(),
-        "{} has no encoders: run scripts/build-default-model.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
+use support::{client, default_model, serve_config, serve_forever, vector};
 
 /// Clients looping Embeds of this many clips of `CLIP_SECONDS` each.
 const AUDIO_CLIENTS: usize = 2;

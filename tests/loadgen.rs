@@ -32,7 +32,7 @@ impl Server {
     /// `diffgap loadgen` at this server, with the in-process engine on the same model (CPU),
     /// its summary to `json`.
     fn loadgen(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffgap"));
+        let mut cmd = support::diffgap_command();
         cmd.args(["loadgen", "--addr", &self.addr, "--device", "cpu"])
             .arg("--model")
             .arg(&self.model)

@@ -5,28 +5,12 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use diffgap::service::proto::{
     self, raw_input::Input, BridgeItem, BridgeRequest, Candidate, EmbedRequest, RankMode,
     RankRequest, RawInput,
 };
-use support::{client, serve_config, serve_forever, tiny_model};
+use support::{client, cosine, default_model, norm, root, serve_config, serve_forever, tiny_model};
 use tonic::Code;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn default_model() -> PathBuf {
-    let dir = root().join("models/default");
-    assert!(
-        dir.join("encoders/encoders.json").is_file(),
-        "{} has no encoders: run scripts/build-default-model.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 /// (caption, wav bytes) of corpus clips of distinct identities from the training split, whose
 /// captions are label-like (e.g. "the sound of a Cello").
@@ -64,18 +48,6 @@ fn audio(bytes: &[u8]) -> RawInput {
     RawInput {
         input: Some(Input::Audio(bytes.to_vec())),
     }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| *x as f64 * *y as f64)
-        .sum::<f64>()
-        / (norm(a) * norm(b))
 }
 
 #[tokio::test(flavor = "multi_thread")]

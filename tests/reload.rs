@@ -14,7 +14,7 @@ use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{
     BridgeItem, BridgeRequest, InfoRequest, ModelInfo, ReloadRequest, ReloadResponse,
 };
-use support::{serve_config, tiny_model, TINY_DIM};
+use support::{assert_close, serve_config, tiny_model, tiny_vector, TINY_DIM};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -158,15 +158,6 @@ fn restore(from: &Path, dir: &Path) {
     support::copy_dir(from, dir);
 }
 
-/// The same answer from the same model and seed (up to the batch's rounding, as other
-/// requests share the batch).
-fn assert_close(a: &[f32], b: &[f32], case: &str) {
-    assert_eq!(a.len(), b.len(), "{case}: the dimension changed");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= 1e-4, "{case}: component {i}: {x} vs {y}");
-    }
-}
-
 fn assert_no_path(text: &str, root: &Path) {
     assert!(
         !text.contains('/') && !text.contains(&*root.to_string_lossy()),
@@ -228,10 +219,12 @@ async fn a_broken_directory_keeps_its_model_and_the_default_under_load() {
             now, before,
             "{case}: the same models, default first, old versions"
         );
+        // The same answers from the same models and seeds (up to the batch's rounding, as
+        // other requests share the batch).
         let got = answer(c.bridge(default_item(7)).await.expect("default after"));
-        assert_close(&got, &default_answer, case);
+        support::assert_close_for(&got, &default_answer, 1e-4, case);
         let got = answer(c.bridge(alpha_item(7)).await.expect("alpha after"));
-        assert_close(&got, &alpha_answer, case);
+        support::assert_close_for(&got, &alpha_answer, 1e-4, case);
 
         restore(&beta_src, &beta);
         restore(&alpha_src, &alpha);
@@ -346,6 +339,132 @@ async fn reload_needs_an_admin_token() {
     let e = c.reload(ReloadRequest {}).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(reload(&mut c).await.models[0].reloaded);
+    let _ = stop.send(());
+    support::stops(server).await;
+}
+
+// ---------------------------------------------------------- A repository of models
+
+fn repository_item(model: &str, seed: u64) -> BridgeRequest {
+    let mut it = BridgeItem::new("text", "audio", tiny_vector(seed), Some(seed));
+    it.steps = Some(3);
+    BridgeRequest {
+        model: model.into(),
+        items: vec![it],
+    }
+}
+
+#[tokio::test]
+async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let repo = root.path().join("models");
+    for name in ["alpha", "beta"] {
+        support::copy_dir(&tiny_model(), &repo.join(name));
+    }
+    // Reload needs an admin token.
+    let mut cfg = support::with_admin_token(serve_config(Path::new("beta")));
+    cfg.model_repository = repo.clone();
+    cfg.max_batch_rows = 16;
+    let (addr, stop, server) = support::serve_until_stopped(cfg).await;
+    let mut c = support::client(addr).await;
+
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    let names: Vec<&str> = info.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["beta", "alpha"], "the default first");
+    let mut before = Vec::new();
+    for name in ["alpha", "beta", ""] {
+        let r = c.bridge(repository_item(name, 7)).await.expect("bridge");
+        before.push(r.into_inner().embeddings[0].values.clone());
+    }
+    // Same files, same seed: the same answer from either model.
+    assert_close(&before[0], &before[1], 1e-6);
+    let e = c
+        .bridge(repository_item("gamma", 7))
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Code::NotFound);
+
+    // 8 clients loop on both models while Reload runs twice.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for k in 0..8u64 {
+        let done = done.clone();
+        let mut c = support::client(addr).await;
+        load.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            let mut i = 0u64;
+            while answered < 3 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let model = if (k + i) % 2 == 0 { "alpha" } else { "beta" };
+                let r = c.bridge(repository_item(model, 100 + i)).await;
+                let r = r.unwrap_or_else(|e| panic!("client {k} request {i} on {model}: {e:?}"));
+                assert_eq!(r.into_inner().embeddings.len(), 1);
+                answered += 1;
+                i += 1;
+            }
+            answered
+        }));
+    }
+    for _ in 0..2 {
+        let r = c
+            .reload(support::admin(ReloadRequest {}))
+            .await
+            .expect("reload")
+            .into_inner();
+        let ok: Vec<(&str, bool)> = r
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m.reloaded))
+            .collect();
+        assert_eq!(ok, vec![("alpha", true), ("beta", true)], "{r:?}");
+        assert!(r.removed_models.is_empty());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for h in load {
+        total += h.await.expect("a load client");
+    }
+    assert!(total >= 24, "{total} requests");
+
+    // A broken card: the reload reports it and the old version goes on serving.
+    std::fs::write(repo.join("beta").join("card.json"), "{ not a card").expect("write");
+    let r = c
+        .reload(support::admin(ReloadRequest {}))
+        .await
+        .expect("reload")
+        .into_inner();
+    let beta = r.models.iter().find(|m| m.name == "beta").expect("beta");
+    assert!(!beta.reloaded, "{r:?}");
+    assert!(!beta.error.is_empty());
+    let alpha = r.models.iter().find(|m| m.name == "alpha").expect("alpha");
+    assert!(alpha.reloaded && alpha.error.is_empty(), "{r:?}");
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    let names: Vec<&str> = info.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["beta", "alpha"]);
+    for (k, name) in ["alpha", "beta", ""].into_iter().enumerate() {
+        let r = c
+            .bridge(repository_item(name, 7))
+            .await
+            .expect("bridge after");
+        assert_close(&r.into_inner().embeddings[0].values, &before[k], 1e-6);
+    }
+
+    // A model gone from the repository stops being served.
+    std::fs::remove_dir_all(repo.join("alpha")).expect("rm alpha");
+    let r = c
+        .reload(support::admin(ReloadRequest {}))
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!(r.removed_models, vec!["alpha".to_owned()]);
+    let e = c
+        .bridge(repository_item("alpha", 7))
+        .await
+        .expect_err("gone");
+    assert_eq!(e.code(), Code::NotFound);
+    c.bridge(repository_item("beta", 7))
+        .await
+        .expect("beta stays");
+
     let _ = stop.send(());
     support::stops(server).await;
 }

@@ -109,7 +109,7 @@ fn ddim_inverts_the_forward_process_for_a_point_mass() {
 #[test]
 fn bridge_is_deterministic_by_seed() {
     let model = artifact::load(&support::tiny_model(), Device::Cpu).expect("load");
-    let x = Tensor::randn([8, 16], (Kind::Float, Device::Cpu));
+    let x = support::randn(8, 16);
     let opts = SampleOptions {
         steps: 5,
         guidance: 1.5,
@@ -139,7 +139,7 @@ fn bridge_is_deterministic_by_seed() {
 #[test]
 fn a_row_alone_equals_the_same_row_in_a_batch_of_64() {
     let model = artifact::load(&support::tiny_model(), Device::Cpu).expect("load");
-    let x = Tensor::randn([64, 16], (Kind::Float, Device::Cpu));
+    let x = support::randn(64, 16);
     let seeds: Vec<u64> = (0..64).map(|i| row_seed(7, i)).collect();
     // Guidance != 1 also exercises the rows that take the unconditional pass.
     let opts = SampleOptions {

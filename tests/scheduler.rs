@@ -12,6 +12,7 @@ use diffgap::model::{artifact, row_seed};
 use diffgap::service::error::ServiceError;
 use diffgap::service::types::{Batching, BridgeRow};
 use diffgap::service::worker::{ModelWorker, WorkerHandle, WorkerOptions, WorkerStats};
+use support::assert_close_for;
 use tch::{Device, Kind, Tensor};
 
 const DIM: usize = support::TINY_DIM;
@@ -36,16 +37,11 @@ async fn worker_with(opts: WorkerOptions) -> Worker {
     }
 }
 
-/// A deterministic pseudo-random vector.
-fn vector(seed: u64) -> Vec<f32> {
-    diffgap::loadgen::lcg_vector(seed.wrapping_mul(6364136223846793005).wrapping_add(1), DIM)
-}
-
 fn row(from: &str, to: &str, v: u64, steps: usize, guidance: f32, samples: usize) -> BridgeRow {
     BridgeRow {
         from: from.into(),
         to: to.into(),
-        embedding: vector(v),
+        embedding: support::vector_in_stream(v, 1, DIM),
         opts: SampleOptions {
             steps,
             guidance,
@@ -71,13 +67,6 @@ fn in_process(r: &BridgeRow) -> Vec<f32> {
             .view([-1]);
         Vec::<f32>::try_from(&y).expect("values")
     })
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol, "{what}, component {i}: {x} vs {y}");
-    }
 }
 
 /// Requests with mixed directions, steps, guidance and samples, several items each.
@@ -114,7 +103,7 @@ async fn check_against_in_process(w: &Worker) {
         assert_eq!(out.embeddings.len(), rows.len());
         for (r, got) in rows.iter().zip(&out.embeddings) {
             let what = format!("{}->{} {:?}", r.from, r.to, r.opts);
-            assert_close(got, &in_process(r), 1e-5, &what);
+            assert_close_for(got, &in_process(r), 1e-5, &what);
         }
     }
 }
@@ -176,7 +165,7 @@ async fn a_new_request_joins_at_the_next_step() {
         "the short request waited for the long one ({:?})",
         w.stats.snapshot()
     );
-    assert_close(&out.embeddings[0], &in_process(&short), 1e-5, "short");
+    assert_close_for(&out.embeddings[0], &in_process(&short), 1e-5, "short");
     let long_out = long.await.expect("task").expect("long");
     assert_eq!(long_out.embeddings.len(), 1);
 }
@@ -213,7 +202,7 @@ async fn an_expired_deadline_never_reaches_the_model() {
             )
             .await
             .expect("in time");
-        assert_close(&out.embeddings[0], &in_process(&r), 1e-5, "in time");
+        assert_close_for(&out.embeddings[0], &in_process(&r), 1e-5, "in time");
     }
 }
 
@@ -265,7 +254,7 @@ async fn a_dropped_clients_rows_are_removed() {
     // The worker still serves.
     let r = row("audio", "text", 9, 4, 1.0, 1);
     let out = w.handle.bridge(vec![r.clone()]).await.expect("served");
-    assert_close(&out.embeddings[0], &in_process(&r), 1e-5, "after a drop");
+    assert_close_for(&out.embeddings[0], &in_process(&r), 1e-5, "after a drop");
 }
 
 #[tokio::test]
@@ -301,7 +290,7 @@ async fn every_waiting_request_that_fits_joins_the_same_step() {
     held.await.expect("task").expect("the call");
     for (r, t) in rows.iter().zip(tasks) {
         let out = t.await.expect("task").expect("bridge");
-        assert_close(&out.embeddings[0], &in_process(r), 1e-5, "joined");
+        assert_close_for(&out.embeddings[0], &in_process(r), 1e-5, "joined");
     }
     let after = w.stats.snapshot();
     // All 8 ran in lockstep: 10 steps of 8 rows, not one request joining per step.

@@ -2,13 +2,14 @@
 //! `corpus packages` (scripts/build-corpus.sh) and `loadgen-summary` (scripts/bench-service.sh),
 //! run as the scripts run them.
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
 use diffgap::loadgen::{LevelSummary, Summary};
 
 fn diffgap(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = support::diffgap_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -11,12 +11,12 @@ use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 use diffgap::service::{self, ServiceError};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use support::{serve_config, serve_forever, tiny_model, vector, TINY_DIM};
+use support::{
+    bearer, diffgap_command, scrape, serve_config, serve_forever, serve_with_metrics, tiny_model,
+    vector, wait_serving_on, TINY_DIM,
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed
 /// by the CA, written as PEM files into a temporary folder.
@@ -94,24 +94,6 @@ async fn tls_channel(
         .await
 }
 
-/// Waits (at most 60 s) until health on `channel` says SERVING; health needs no token.
-async fn wait_serving(channel: Channel) {
-    let mut health = HealthClient::new(channel);
-    for _ in 0..600 {
-        let r = health
-            .check(HealthCheckRequest {
-                service: "diffgap.v1.Diffgap".into(),
-            })
-            .await
-            .expect("health check without a token");
-        if r.into_inner().status == ServingStatus::Serving as i32 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not become SERVING within 60 s");
-}
-
 fn bridge_request() -> BridgeRequest {
     BridgeRequest::new(vec![BridgeItem::new(
         "text",
@@ -130,7 +112,7 @@ async fn tls_serves_and_the_health_command_checks_it() {
     let (addr, _) = serve_forever(cfg);
 
     let channel = tls_channel(addr, &pki.ca, None).await.expect("TLS connect");
-    wait_serving(channel.clone()).await;
+    wait_serving_on(channel.clone()).await;
     let mut client = DiffgapClient::new(channel);
     let info = client
         .info(InfoRequest::default())
@@ -169,7 +151,7 @@ async fn tls_serves_and_the_health_command_checks_it() {
     }
 
     // `diffgap health` (the image's HEALTHCHECK) over TLS.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = diffgap_command()
         .args([
             "health",
             "--addr",
@@ -188,7 +170,7 @@ async fn tls_serves_and_the_health_command_checks_it() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
     // Without --ca it speaks plaintext to a TLS port, and fails with exit code 1.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = diffgap_command()
         .args(["health", "--timeout-secs", "3", "--addr", &addr.to_string()])
         .output()
         .expect("run diffgap health");
@@ -207,7 +189,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let with_cert = tls_channel(addr, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
         .await
         .expect("mTLS connect with a client certificate");
-    wait_serving(with_cert.clone()).await;
+    wait_serving_on(with_cert.clone()).await;
     let info = DiffgapClient::new(with_cert)
         .info(InfoRequest::default())
         .await
@@ -235,7 +217,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         );
     }
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = diffgap_command()
         .args([
             "health",
             "--addr",
@@ -258,15 +240,6 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     );
 }
 
-fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    r
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_guard_everything_but_health() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -276,13 +249,10 @@ async fn bearer_tokens_guard_everything_but_health() {
         "# operators\nfirst-token-0123\n\nsecond-token-4567\n",
     )
     .expect("write");
-    let mut cfg = serve_config(&tiny_model());
-    cfg.auth_tokens_file = tokens;
-    cfg.metrics_listen = "127.0.0.1:0".into();
-    let (addr, metrics) = serve_forever(cfg);
+    let (addr, metrics) = serve_with_metrics(&tiny_model(), |cfg| cfg.auth_tokens_file = tokens);
     let channel = support::channel(addr).await;
     // Health answers without a token.
-    wait_serving(channel.clone()).await;
+    wait_serving_on(channel.clone()).await;
     let mut client = DiffgapClient::new(channel);
 
     let missing = client
@@ -291,13 +261,13 @@ async fn bearer_tokens_guard_everything_but_health() {
         .expect_err("no token");
     assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
     let wrong = client
-        .info(with_token(InfoRequest::default(), "first-token-012"))
+        .info(bearer(InfoRequest::default(), "first-token-012"))
         .await
         .expect_err("wrong token");
     assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
     assert!(!wrong.message().contains("first-token"), "{wrong:?}");
     let wrong_bridge = client
-        .bridge(with_token(bridge_request(), "nope"))
+        .bridge(bearer(bridge_request(), "nope"))
         .await
         .expect_err("wrong token");
     assert_eq!(wrong_bridge.code(), Code::Unauthenticated);
@@ -313,19 +283,18 @@ async fn bearer_tokens_guard_everything_but_health() {
 
     for token in ["first-token-0123", "second-token-4567"] {
         let info = client
-            .info(with_token(InfoRequest::default(), token))
+            .info(bearer(InfoRequest::default(), token))
             .await
             .expect("Info with a right token");
         assert_eq!(info.get_ref().models[0].dim as usize, TINY_DIM);
     }
     let out = client
-        .bridge(with_token(bridge_request(), "second-token-4567"))
+        .bridge(bearer(bridge_request(), "second-token-4567"))
         .await
         .expect("Bridge with a right token");
     assert_eq!(out.get_ref().embeddings[0].values.len(), TINY_DIM);
 
     // Refusals are counted by reason: 2 missing (none, Basic), 2 invalid.
-    let metrics = metrics.expect("metrics listener");
     let body = scrape(metrics).await;
     for (reason, n) in [("missing", 2), ("invalid", 2)] {
         let line = format!("diffgap_unauthenticated_requests_total{{reason=\"{reason}\"}} {n}");
@@ -336,17 +305,6 @@ async fn bearer_tokens_guard_everything_but_health() {
         !body.contains("status=\"unauthenticated\""),
         "unexpected unauthenticated status in\n{body}"
     );
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.expect("read");
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

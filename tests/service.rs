@@ -3,18 +3,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::OnceLock;
-
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed};
 use diffgap::service;
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{
-    BridgeItem, BridgeRequest, BridgeResponse, Candidate, Embedding, InfoRequest, RankMode,
-    RankRequest, RankResponse,
+    BridgeItem, BridgeRequest, BridgeResponse, Candidate, InfoRequest, RankMode, RankRequest,
+    RankResponse,
 };
-use support::{channel, serve_config, serve_until_stopped, tiny_model, wait_serving};
+use support::{
+    assert_close, channel, cosine, emb, flat, one_row, serve_config, serve_until_stopped,
+    tiny_model, tiny_vector, wait_serving, SharedServer,
+};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -25,40 +25,17 @@ const DIM: usize = support::TINY_DIM;
 
 /// One server for the whole binary, on its own runtime and thread so that it outlives each
 /// test's runtime.
-fn server() -> SocketAddr {
-    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| support::serve_forever(serve_config(&tiny_model())).0)
-}
-
-async fn client() -> DiffgapClient<Channel> {
-    support::client(server()).await
-}
-
-/// A deterministic pseudo-random vector.
-fn vector(seed: u64) -> Vec<f32> {
-    support::vector(seed, DIM)
-}
-
-fn emb(values: Vec<f32>) -> Option<Embedding> {
-    Some(Embedding { values })
-}
+static SERVER: SharedServer = SharedServer::new(|| serve_config(&tiny_model()));
 
 fn values(r: BridgeResponse) -> Vec<Vec<f32>> {
     r.embeddings.into_iter().map(|e| e.values).collect()
 }
 
-fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol, "component {i}: {x} vs {y}");
-    }
-}
-
 #[tokio::test]
 async fn bridge_matches_the_in_process_model() {
-    let mut c = client().await;
-    let x = vector(1);
-    let y = vector(2);
+    let mut c = SERVER.client().await;
+    let x = tiny_vector(1);
+    let y = tiny_vector(2);
     let mut guided = BridgeItem::new("audio", "text", y.clone(), Some(11));
     guided.steps = Some(8);
     guided.guidance = Some(1.5);
@@ -78,16 +55,10 @@ async fn bridge_matches_the_in_process_model() {
     assert_eq!(got.len(), 3);
 
     let model = artifact::load(&tiny_model(), tch::Device::Cpu).expect("load");
-    let d = model.card.defaults;
-    let defaults = SampleOptions {
-        steps: d.steps,
-        guidance: d.guidance,
-        samples: d.samples,
-    };
+    let defaults = support::default_options(&model);
     let local = |v: &[f32], from: &str, to: &str, seed: u64, opts: SampleOptions| -> Vec<f32> {
-        let t = tch::Tensor::from_slice(v).view([1, DIM as i64]);
-        let out = model.bridge(&t, from, to, &[seed], opts).expect("bridge");
-        Vec::<f32>::try_from(&out.view([-1])).expect("to vec")
+        let out = model.bridge(&one_row(v), from, to, &[seed], opts);
+        flat(&out.expect("bridge"))
     };
     assert_close(&got[0], &local(&x, "text", "audio", 7, defaults), 1e-5);
     // No seed: row_seed(0, index in the request).
@@ -108,7 +79,7 @@ async fn bridge_matches_the_in_process_model() {
 
 #[tokio::test]
 async fn results_do_not_depend_on_batching() {
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let items: Vec<BridgeItem> = (0..6)
         .map(|i| {
             let (from, to) = if i % 2 == 0 {
@@ -116,7 +87,7 @@ async fn results_do_not_depend_on_batching() {
             } else {
                 ("audio", "text")
             };
-            let mut it = BridgeItem::new(from, to, vector(100 + i), Some(1000 + i));
+            let mut it = BridgeItem::new(from, to, tiny_vector(100 + i), Some(1000 + i));
             if i % 3 == 0 {
                 it.steps = Some(3);
             }
@@ -160,13 +131,13 @@ where
 fn rank_request(mode: i32, top_k: u32) -> RankRequest {
     RankRequest {
         model: String::new(),
-        query: emb(vector(5)),
+        query: emb(tiny_vector(5)),
         query_modality: "text".into(),
         candidate_modality: "audio".into(),
         candidates: (0..6)
             .map(|i| Candidate {
                 id: format!("c{i}"),
-                embedding: emb(vector(200 + i)),
+                embedding: emb(tiny_vector(200 + i)),
                 raw: None,
             })
             .collect(),
@@ -184,24 +155,17 @@ async fn rank(c: &mut DiffgapClient<Channel>, mode: RankMode, top_k: u32) -> Ran
         .into_inner()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
-}
-
 #[tokio::test]
 async fn rank_sorts_and_reports_components() {
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let card = artifact::read_card(&tiny_model()).expect("card");
 
     let r = rank(&mut c, RankMode::Contrastive, 3).await;
     assert_eq!(r.results.len(), 3);
-    let q = vector(5);
+    let q = tiny_vector(5);
     for res in &r.results {
         let i: u64 = res.id[1..].parse().expect("id");
-        let expected = cosine(&q, &vector(200 + i));
+        let expected = cosine(&q, &tiny_vector(200 + i)) as f32;
         assert!((res.contrastive - expected).abs() < 1e-5);
         assert_eq!(res.score, res.contrastive);
         assert!(res.bridged.is_none() && res.reverse.is_none());
@@ -240,7 +204,7 @@ async fn rank_sorts_and_reports_components() {
 
 #[tokio::test]
 async fn info_and_health() {
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let info = c.info(InfoRequest {}).await.expect("info").into_inner();
     assert_eq!(info.models.len(), 1);
     let m = &info.models[0];
@@ -257,7 +221,7 @@ async fn info_and_health() {
     let limits = info.limits.expect("limits");
     assert_eq!(limits.max_items_per_request, 32);
 
-    let mut health = HealthClient::new(channel(server()).await);
+    let mut health = HealthClient::new(channel(SERVER.addr()).await);
     for service in ["", "diffgap.v1.Diffgap"] {
         let s = health
             .check(HealthCheckRequest {
@@ -290,8 +254,8 @@ async fn expect_code<T: std::fmt::Debug>(
 
 #[tokio::test]
 async fn bad_requests_are_invalid_arguments() {
-    let mut c = client().await;
-    let ok = || BridgeItem::new("text", "audio", vector(9), Some(1));
+    let mut c = SERVER.client().await;
+    let ok = || BridgeItem::new("text", "audio", tiny_vector(9), Some(1));
     let with = |f: &dyn Fn(&mut BridgeItem)| {
         let mut it = ok();
         f(&mut it);
@@ -388,15 +352,15 @@ async fn bad_requests_are_invalid_arguments() {
 
 #[tokio::test]
 async fn unknown_model_is_not_found() {
-    let mut c = client().await;
-    let mut req = BridgeRequest::new(vec![BridgeItem::new("text", "audio", vector(1), None)]);
+    let mut c = SERVER.client().await;
+    let mut req = BridgeRequest::new(vec![BridgeItem::new("text", "audio", tiny_vector(1), None)]);
     req.model = "nope".into();
     expect_code(c.bridge(req).await, Code::NotFound, "nope").await;
     let mut req = rank_request(RankMode::Contrastive as i32, 1);
     req.model = "nope".into();
     expect_code(c.rank(req).await, Code::NotFound, "nope").await;
     // The model's own name works as well as the empty default.
-    let mut req = BridgeRequest::new(vec![BridgeItem::new("text", "audio", vector(1), None)]);
+    let mut req = BridgeRequest::new(vec![BridgeItem::new("text", "audio", tiny_vector(1), None)]);
     req.model = "model".into();
     c.bridge(req).await.expect("bridge by name");
 }
@@ -409,7 +373,7 @@ async fn shuts_down_gracefully() {
     c.bridge(BridgeRequest::new(vec![BridgeItem::new(
         "text",
         "audio",
-        vector(1),
+        tiny_vector(1),
         None,
     )]))
     .await
@@ -438,7 +402,7 @@ async fn a_full_queue_is_resource_exhausted() {
     let (addr, stop, server) = serve_until_stopped(cfg).await;
     let c = DiffgapClient::new(channel(addr).await);
     // One slow request runs, one waits, the rest find the queue full.
-    let mut slow = BridgeItem::new("text", "audio", vector(1), Some(1));
+    let mut slow = BridgeItem::new("text", "audio", tiny_vector(1), Some(1));
     slow.steps = Some(1000);
     slow.samples = Some(4);
     let answers = futures_join((0..12).map(|_| {
@@ -468,7 +432,7 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-    let addr = server();
+    let addr = SERVER.addr();
     wait_serving(addr).await;
     let mut grpc = tonic::client::Grpc::new(channel(addr).await);
     grpc.ready().await.expect("ready");

@@ -1,35 +1,30 @@
 //! The service's newer features end to end, against the real server on an ephemeral port and
-//! the generated tonic client: Refine, BridgeStream, catalogs, generative Rank, the model
-//! repository with Reload, deadlines (seen through /metrics) and the batch wait.
+//! the generated tonic client: Refine, BridgeStream, catalogs and generative Rank. (The model
+//! repository is tested in tests/reload.rs, deadlines and batching in tests/service_deadlines.rs.)
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use diffgap::device::DeviceChoice;
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed};
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{
-    BridgeItem, BridgeRequest, BridgeStreamRequest, BridgeStreamResponse, Candidate, Embedding,
-    InfoRequest, RankMode, RankRequest, Ranked, RefineRequest, ReloadRequest,
+    BridgeItem, BridgeRequest, BridgeStreamRequest, BridgeStreamResponse, Candidate, InfoRequest,
+    RankMode, RankRequest, Ranked, RefineRequest,
 };
 use diffgap::service::request::catalog::{self, BuildArgs};
-use diffgap::service::ServeConfig;
-use support::{sample, scrape, serve_config, tiny_model};
+use support::{
+    assert_close, emb, flat, one_row, serve_config, tiny_model, tiny_vector, SharedServer,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const DIM: usize = support::TINY_DIM;
 /// The catalog served by [`server`].
 const CATALOG: &str = "sounds";
-
-/// The metrics recorder is one per process: the tests that read counters deltas run alone
-/// (write), every other test that runs the model takes a read turn.
-static TURN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A catalog of the tiny model's audio, built once into `<tmp>/catalogs/sounds`: the
 /// catalogs directory.
@@ -57,37 +52,15 @@ fn catalogs_dir() -> PathBuf {
 }
 
 /// One server of the tiny model with the catalog, for the whole binary.
-fn server() -> SocketAddr {
-    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let mut cfg = serve_config(&tiny_model());
-        cfg.max_items_per_request = 64;
-        cfg.catalogs = catalogs_dir();
-        // Two instances: every call here also checks that requests, catalogs and reloads
-        // work whichever instance takes them.
-        cfg.instances = 2;
-        support::serve_forever(cfg).0
-    })
-}
-
-async fn client() -> DiffgapClient<Channel> {
-    support::client(server()).await
-}
-
-fn vector(seed: u64) -> Vec<f32> {
-    support::vector(seed, DIM)
-}
-
-fn emb(values: Vec<f32>) -> Option<Embedding> {
-    Some(Embedding { values })
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol, "component {i}: {x} vs {y}");
-    }
-}
+static SERVER: SharedServer = SharedServer::new(|| {
+    let mut cfg = serve_config(&tiny_model());
+    cfg.max_items_per_request = 64;
+    cfg.catalogs = catalogs_dir();
+    // Two instances: every call here also checks that requests, catalogs and reloads
+    // work whichever instance takes them.
+    cfg.instances = 2;
+    cfg
+});
 
 /// An INVALID_ARGUMENT whose message starts with `field`.
 fn assert_invalid(e: &Status, field: &str) {
@@ -112,9 +85,8 @@ fn refine_request(x: &[f32], partner: &[f32]) -> RefineRequest {
 
 #[tokio::test]
 async fn refine_matches_the_in_process_model() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
-    let (x, p) = (vector(21), vector(22));
+    let mut c = SERVER.client().await;
+    let (x, p) = (tiny_vector(21), tiny_vector(22));
     let mut req = refine_request(&x, &p);
     req.partner_modality = "text".into();
     req.strength = Some(0.5);
@@ -136,12 +108,10 @@ async fn refine_matches_the_in_process_model() {
         .values;
 
     let model = artifact::load(&tiny_model(), tch::Device::Cpu).expect("load");
-    let t = |v: &[f32]| tch::Tensor::from_slice(v).view([1, DIM as i64]);
+    let (xt, pt) = (one_row(&x), one_row(&p));
     let local = |seed: u64, strength: f64, opts: SampleOptions| -> Vec<f32> {
-        let out = model
-            .refine(&t(&x), "audio", &t(&p), "text", &[seed], strength, opts)
-            .expect("refine");
-        Vec::<f32>::try_from(&out.view([-1])).expect("to vec")
+        let out = model.refine(&xt, "audio", &pt, "text", &[seed], strength, opts);
+        flat(&out.expect("refine"))
     };
     let opts = SampleOptions {
         steps: 8,
@@ -150,11 +120,7 @@ async fn refine_matches_the_in_process_model() {
     };
     assert_close(&got, &local(5, 0.5, opts), 1e-5);
     let d = model.card.defaults;
-    let defaults = SampleOptions {
-        steps: d.steps,
-        guidance: d.guidance,
-        samples: d.samples,
-    };
+    let defaults = support::default_options(&model);
     assert_close(
         &dflt,
         &local(row_seed(0, 0), d.refine_strength, defaults),
@@ -168,9 +134,8 @@ async fn refine_matches_the_in_process_model() {
 
 #[tokio::test]
 async fn refine_refuses_bad_requests_naming_the_field() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
-    let (x, p) = (vector(23), vector(24));
+    let mut c = SERVER.client().await;
+    let (x, p) = (tiny_vector(23), tiny_vector(24));
     for bad in [0.0, 1.5, f32::NAN, -0.1] {
         let mut req = refine_request(&x, &p);
         req.strength = Some(bad);
@@ -213,7 +178,7 @@ fn stream_items(n: u64) -> Vec<BridgeItem> {
                 ("audio", "text")
             };
             let seed = (i % 3 == 0).then_some(500 + i);
-            let mut it = BridgeItem::new(from, to, vector(300 + i), seed);
+            let mut it = BridgeItem::new(from, to, tiny_vector(300 + i), seed);
             it.steps = Some(4 + (i % 2) as u32);
             it
         })
@@ -248,8 +213,7 @@ async fn stream(
 
 #[tokio::test]
 async fn bridge_stream_equals_one_unary_bridge_in_order() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let items = stream_items(7);
     let unary: Vec<Vec<f32>> = c
         .bridge(BridgeRequest::new(items.clone()))
@@ -290,8 +254,7 @@ async fn bridge_stream_equals_one_unary_bridge_in_order() {
 
 #[tokio::test]
 async fn bridge_stream_ends_at_a_bad_chunk_after_answering_the_earlier_ones() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let good = || stream_items(2);
     let mut short = stream_items(1);
     short[0].embedding = emb(vec![0.5; DIM + 1]);
@@ -366,8 +329,7 @@ fn assert_same_ranking(a: &[Ranked], b: &[Ranked], what: &str) {
 
 #[tokio::test]
 async fn a_catalog_ranks_like_its_candidates_inline() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let data = catalog::read(&catalogs_dir().join(CATALOG)).expect("read the catalog");
     let n = data.entries();
     assert!(n > 2 && n <= 64, "{n} entries");
@@ -393,7 +355,7 @@ async fn a_catalog_ranks_like_its_candidates_inline() {
             raw: None,
         })
         .collect();
-    let query = vector(41);
+    let query = tiny_vector(41);
     for mode in [
         RankMode::Contrastive,
         RankMode::Bridged,
@@ -427,19 +389,18 @@ async fn a_catalog_ranks_like_its_candidates_inline() {
 
 #[tokio::test]
 async fn catalog_requests_are_checked() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
-    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    let mut c = SERVER.client().await;
+    let mut req = rank_request(&tiny_vector(42), RankMode::Contrastive);
     req.catalog = "nowhere".into();
     let e = c.rank(req).await.expect_err("unknown catalog");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert!(e.message().contains("nowhere"), "{}", e.message());
 
-    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    let mut req = rank_request(&tiny_vector(42), RankMode::Contrastive);
     req.catalog = CATALOG.into();
     req.candidates = vec![Candidate {
         id: "x".into(),
-        embedding: emb(vector(43)),
+        embedding: emb(tiny_vector(43)),
         raw: None,
     }];
     assert_invalid(
@@ -447,7 +408,7 @@ async fn catalog_requests_are_checked() {
         "candidates",
     );
 
-    let mut req = rank_request(&vector(42), RankMode::Contrastive);
+    let mut req = rank_request(&tiny_vector(42), RankMode::Contrastive);
     req.catalog = CATALOG.into();
     req.candidate_modality = "text".into();
     assert_invalid(
@@ -460,13 +421,12 @@ async fn catalog_requests_are_checked() {
 
 #[tokio::test]
 async fn generative_rank_reorders_the_fused_shortlist() {
-    let _turn = TURN.read().await;
-    let mut c = client().await;
-    let query = vector(60);
+    let mut c = SERVER.client().await;
+    let query = tiny_vector(60);
     let candidates: Vec<Candidate> = (0..12)
         .map(|i| Candidate {
             id: format!("c{i}"),
-            embedding: emb(vector(61 + i)),
+            embedding: emb(tiny_vector(61 + i)),
             raw: None,
         })
         .collect();
@@ -530,295 +490,4 @@ async fn generative_rank_reorders_the_fused_shortlist() {
         .expect("shortlist 256 over 12")
         .into_inner();
     assert!(all.results.iter().all(|x| x.generative.is_some()));
-}
-
-// ---------------------------------------------------------- Model repository and Reload
-
-fn named_item(model: &str, seed: u64) -> BridgeRequest {
-    let mut it = BridgeItem::new("text", "audio", vector(seed), Some(seed));
-    it.steps = Some(3);
-    BridgeRequest {
-        model: model.into(),
-        items: vec![it],
-    }
-}
-
-#[tokio::test]
-async fn a_model_repository_reloads_under_load_and_keeps_a_broken_model() {
-    let _turn = TURN.read().await;
-    let root = tempfile::tempdir().expect("tempdir");
-    let repo = root.path().join("models");
-    for name in ["alpha", "beta"] {
-        support::copy_dir(&tiny_model(), &repo.join(name));
-    }
-    // Reload needs an admin token.
-    let mut cfg = support::with_admin_token(serve_config(Path::new("beta")));
-    cfg.model_repository = repo.clone();
-    cfg.max_batch_rows = 16;
-    let (addr, stop, server) = support::serve_until_stopped(cfg).await;
-    let mut c = support::client(addr).await;
-
-    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
-    let names: Vec<&str> = info.models.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, vec!["beta", "alpha"], "the default first");
-    let mut before = Vec::new();
-    for name in ["alpha", "beta", ""] {
-        let r = c.bridge(named_item(name, 7)).await.expect("bridge");
-        before.push(r.into_inner().embeddings[0].values.clone());
-    }
-    // Same files, same seed: the same answer from either model.
-    assert_close(&before[0], &before[1], 1e-6);
-    let e = c.bridge(named_item("gamma", 7)).await.expect_err("unknown");
-    assert_eq!(e.code(), Code::NotFound);
-
-    // 8 clients loop on both models while Reload runs twice.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for k in 0..8u64 {
-        let done = done.clone();
-        let mut c = support::client(addr).await;
-        load.push(tokio::spawn(async move {
-            let mut answered = 0u32;
-            let mut i = 0u64;
-            while answered < 3 || !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let model = if (k + i) % 2 == 0 { "alpha" } else { "beta" };
-                let r = c.bridge(named_item(model, 100 + i)).await;
-                let r = r.unwrap_or_else(|e| panic!("client {k} request {i} on {model}: {e:?}"));
-                assert_eq!(r.into_inner().embeddings.len(), 1);
-                answered += 1;
-                i += 1;
-            }
-            answered
-        }));
-    }
-    for _ in 0..2 {
-        let r = c
-            .reload(support::admin(ReloadRequest {}))
-            .await
-            .expect("reload")
-            .into_inner();
-        let ok: Vec<(&str, bool)> = r
-            .models
-            .iter()
-            .map(|m| (m.name.as_str(), m.reloaded))
-            .collect();
-        assert_eq!(ok, vec![("alpha", true), ("beta", true)], "{r:?}");
-        assert!(r.removed_models.is_empty());
-    }
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut total = 0;
-    for h in load {
-        total += h.await.expect("a load client");
-    }
-    assert!(total >= 24, "{total} requests");
-
-    // A broken card: the reload reports it and the old version goes on serving.
-    std::fs::write(repo.join("beta").join("card.json"), "{ not a card").expect("write");
-    let r = c
-        .reload(support::admin(ReloadRequest {}))
-        .await
-        .expect("reload")
-        .into_inner();
-    let beta = r.models.iter().find(|m| m.name == "beta").expect("beta");
-    assert!(!beta.reloaded, "{r:?}");
-    assert!(!beta.error.is_empty());
-    let alpha = r.models.iter().find(|m| m.name == "alpha").expect("alpha");
-    assert!(alpha.reloaded && alpha.error.is_empty(), "{r:?}");
-    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
-    let names: Vec<&str> = info.models.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, vec!["beta", "alpha"]);
-    for (k, name) in ["alpha", "beta", ""].into_iter().enumerate() {
-        let r = c.bridge(named_item(name, 7)).await.expect("bridge after");
-        assert_close(&r.into_inner().embeddings[0].values, &before[k], 1e-6);
-    }
-
-    // A model gone from the repository stops being served.
-    std::fs::remove_dir_all(repo.join("alpha")).expect("rm alpha");
-    let r = c
-        .reload(support::admin(ReloadRequest {}))
-        .await
-        .expect("reload")
-        .into_inner();
-    assert_eq!(r.removed_models, vec!["alpha".to_owned()]);
-    let e = c.bridge(named_item("alpha", 7)).await.expect_err("gone");
-    assert_eq!(e.code(), Code::NotFound);
-    c.bridge(named_item("beta", 7)).await.expect("beta stays");
-
-    let _ = stop.send(());
-    support::stops(server).await;
-}
-
-// --------------------------------------------------------------- Deadlines and batching
-
-/// A server of the tiny model with metrics on: (gRPC, metrics) addresses.
-fn serve_with_metrics(edit: impl FnOnce(&mut ServeConfig)) -> (SocketAddr, SocketAddr) {
-    let mut cfg = serve_config(&tiny_model());
-    cfg.metrics_listen = "127.0.0.1:0".into();
-    edit(&mut cfg);
-    let (addr, metrics) = support::serve_forever(cfg);
-    (addr, metrics.expect("metrics are on"))
-}
-
-const DROPPED: &str = "diffgap_requests_dropped_total";
-const DENOISED: &str = "diffgap_denoised_rows_total";
-const BATCH_COUNT: &str = "diffgap_batch_rows_count";
-const BATCH_SUM: &str = "diffgap_batch_rows_sum";
-
-/// Waits (at most 30 s) until `cond` holds for a scrape of `metrics`; returns that scrape.
-async fn wait_metrics(metrics: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    for _ in 0..3000 {
-        let text = scrape(metrics).await;
-        if cond(&text) {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let text = scrape(metrics).await;
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
-        .collect();
-    panic!("timed out waiting for {what}:\n{}", lines.join("\n"));
-}
-
-/// A scrape once no RPC is in flight anywhere in the process (the recorder is shared).
-async fn settled(metrics: SocketAddr) -> String {
-    wait_metrics(metrics, "no RPC in flight", |t| {
-        sample(t, "diffgap_inflight_requests", &[]) == 0.0
-    })
-    .await
-}
-
-#[tokio::test]
-async fn an_expired_request_never_reaches_the_model() {
-    let _turn = TURN.write().await;
-    // The blocker fills the whole batch (32 items x 4 samples = 128 rows), so that the timed
-    // request waits in the queue until the blocker leaves.
-    let (addr, metrics) = serve_with_metrics(|cfg| cfg.max_batch_rows = 128);
-    let mut c = support::client(addr).await;
-    let max_steps = c
-        .info(InfoRequest {})
-        .await
-        .expect("info")
-        .into_inner()
-        .models[0]
-        .max_steps;
-    let items = |n: u64, samples: u32| -> Vec<BridgeItem> {
-        (0..n)
-            .map(|i| {
-                let mut it = BridgeItem::new("text", "audio", vector(900 + i), Some(i));
-                it.steps = Some(max_steps);
-                it.samples = Some(samples);
-                it
-            })
-            .collect()
-    };
-    let before = settled(metrics).await;
-    let blocker = {
-        let mut c = support::client(addr).await;
-        let req = BridgeRequest::new(items(32, 4));
-        tokio::spawn(async move { c.bridge(req).await })
-    };
-    wait_metrics(metrics, "the blocker's rows", |t| {
-        sample(t, "diffgap_active_rows", &[]) == 128.0
-    })
-    .await;
-
-    let mut timed = tonic::Request::new(BridgeRequest::new(items(32, 1)));
-    timed.set_timeout(Duration::from_millis(10));
-    let e = c.bridge(timed).await.expect_err("past its deadline");
-    assert!(
-        matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded),
-        "{e:?}"
-    );
-    // Let the blocker go (cancelled, or done if it was quick): the worker then takes the
-    // expired request from its queue and drops it.
-    blocker.abort();
-    wait_metrics(metrics, "the drop", |t| {
-        sample(t, DROPPED, &[("reason", "deadline")])
-            > sample(&before, DROPPED, &[("reason", "deadline")])
-    })
-    .await;
-    let after = wait_metrics(metrics, "an idle worker", |t| {
-        sample(t, "diffgap_active_rows", &[]) == 0.0 && sample(t, "diffgap_queue_depth", &[]) == 0.0
-    })
-    .await;
-    let delta = |name: &str, labels: &[(&str, &str)]| {
-        sample(&after, name, labels) - sample(&before, name, labels)
-    };
-    assert_eq!(delta(DROPPED, &[("reason", "deadline")]), 1.0);
-    // Every denoising step since `before` ran the blocker's 128 rows alone: none of the
-    // expired request's 32 rows was computed.
-    let steps = delta(BATCH_COUNT, &[]);
-    assert!(steps >= 1.0);
-    assert_eq!(delta(BATCH_SUM, &[]), 128.0 * steps);
-    assert_eq!(delta(DENOISED, &[]), 128.0 * steps);
-    assert_eq!(
-        delta("diffgap_batch_rows_bucket", &[("le", "64")]),
-        0.0,
-        "a batch of fewer than 128 rows ran"
-    );
-}
-
-/// Two requests of 1 and 2 rows, the second sent 20 ms after the first; the change of
-/// (batch count, batch rows sum, batches of one row) they caused.
-async fn two_requests(addr: SocketAddr, metrics: SocketAddr, steps: u32) -> (f64, f64, f64) {
-    let before = settled(metrics).await;
-    let req = move |seeds: &[u64]| {
-        BridgeRequest::new(
-            seeds
-                .iter()
-                .map(|&s| {
-                    let mut it = BridgeItem::new("text", "audio", vector(s), Some(s));
-                    it.steps = Some(steps);
-                    it.samples = Some(1);
-                    it
-                })
-                .collect(),
-        )
-    };
-    let mut c1 = support::client(addr).await;
-    let mut c2 = support::client(addr).await;
-    let first = tokio::spawn(async move { c1.bridge(req(&[1])).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let second = c2.bridge(req(&[2, 3])).await.expect("second");
-    let first = first.await.expect("task").expect("first");
-    assert_eq!(first.into_inner().embeddings.len(), 1);
-    assert_eq!(second.into_inner().embeddings.len(), 2);
-    let after = scrape(metrics).await;
-    let delta = |name: &str, labels: &[(&str, &str)]| {
-        sample(&after, name, labels) - sample(&before, name, labels)
-    };
-    (
-        delta(BATCH_COUNT, &[]),
-        delta(BATCH_SUM, &[]),
-        delta("diffgap_batch_rows_bucket", &[("le", "1")]),
-    )
-}
-
-#[tokio::test]
-async fn the_batch_wait_lets_a_later_request_share_the_first_step() {
-    let _turn = TURN.write().await;
-    // A budget of 3 rows ends the wait as soon as both requests are in, so the long wait
-    // costs nothing when the second request comes.
-    let (addr, metrics) = serve_with_metrics(|cfg| {
-        cfg.max_batch_wait_ms = 5000;
-        cfg.max_batch_rows = 3;
-    });
-    let steps = 20;
-    let (count, sum, ones) = two_requests(addr, metrics, steps).await;
-    // Both requests started together: every step ran their 3 rows.
-    assert_eq!(count, f64::from(steps), "batches");
-    assert_eq!(sum, 3.0 * f64::from(steps), "rows");
-    assert_eq!(ones, 0.0, "a step ran one request alone");
-
-    // Without a wait, the first request starts alone at once.
-    let (addr, metrics) = serve_with_metrics(|cfg| {
-        cfg.max_batch_wait_ms = 0;
-        cfg.max_batch_rows = 3;
-    });
-    let (count, sum, ones) = two_requests(addr, metrics, 1000).await;
-    assert!(ones >= 1.0, "the first step ran the first request alone");
-    assert_eq!(sum, 3.0 * 1000.0, "rows");
-    assert!(count > 1000.0);
 }

@@ -4,23 +4,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 use diffgap::service::{LogFormat, ServeArgs, ServeConfig};
-use support::{channel, http_get, sample, serve_until_stopped};
-use tonic::transport::Channel;
+use support::{channel, http_get, sample, serve_until_stopped, SharedServer};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-const DIM: usize = support::TINY_DIM;
 
 /// Every metric the server registers before its first request.
 const METRICS: &[&str] = &[
@@ -51,32 +45,18 @@ fn config(metrics: bool) -> ServeConfig {
 }
 
 /// One server with metrics for the whole binary, on its own runtime and thread so that it
-/// outlives each test's runtime: (gRPC address, metrics address).
-fn server() -> (SocketAddr, SocketAddr) {
-    static ADDRS: OnceLock<(SocketAddr, SocketAddr)> = OnceLock::new();
-    *ADDRS.get_or_init(|| {
-        let (addr, metrics) = support::serve_forever(config(true));
-        (addr, metrics.expect("metrics are on"))
-    })
-}
-
-async fn client() -> DiffgapClient<Channel> {
-    support::client(server().0).await
-}
-
-async fn scrape() -> String {
-    support::scrape(server().1).await
-}
+/// outlives each test's runtime.
+static SERVER: SharedServer = SharedServer::new(|| config(true));
 
 fn item(seed: u64) -> BridgeItem {
-    BridgeItem::new("text", "audio", support::vector(seed, DIM), Some(seed))
+    BridgeItem::new("text", "audio", support::tiny_vector(seed), Some(seed))
 }
 
 #[tokio::test]
 async fn metrics_are_preregistered_and_count_each_call_once() {
     let _turn = REQUESTS.lock().await;
-    let mut c = client().await;
-    let before = scrape().await;
+    let mut c = SERVER.client().await;
+    let before = SERVER.scrape().await;
     for name in METRICS {
         assert!(
             before.contains(&format!("# TYPE {name} ")),
@@ -120,7 +100,7 @@ async fn metrics_are_preregistered_and_count_each_call_once() {
             .expect_err("no items");
         assert_eq!(e.code(), Code::InvalidArgument);
     }
-    let after = scrape().await;
+    let after = SERVER.scrape().await;
     assert_eq!(
         sample(&after, "diffgap_requests_total", &ok) - ok0,
         n as f64
@@ -135,14 +115,14 @@ async fn metrics_are_preregistered_and_count_each_call_once() {
     );
     assert_eq!(sample(&after, "diffgap_inflight_requests", &[]), 0.0);
 
-    let (status, _) = http_get(server().1, "/other").await;
+    let (status, _) = http_get(SERVER.metrics_addr(), "/other").await;
     assert!(status.contains("404"), "{status}");
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated_with_timings() {
     let _turn = REQUESTS.lock().await;
-    let mut c = client().await;
+    let mut c = SERVER.client().await;
     let mut req = tonic::Request::new(BridgeRequest::new(vec![item(1)]));
     req.metadata_mut()
         .insert("x-request-id", "client-id-42".parse().expect("ascii"));
@@ -323,7 +303,7 @@ fn config_print_shows_the_layered_configuration() {
         "serve.toml",
         "max_batch_rows = 100\nqueue_capacity = 7\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = support::diffgap_command()
         .current_dir(dir.path())
         .args(["config", "print", "--config"])
         .arg(&file)
@@ -345,7 +325,7 @@ fn config_print_shows_the_layered_configuration() {
     assert_eq!(shown.metrics_listen, "off");
     assert_eq!(shown.max_message_bytes, Some(shown.message_limit()));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_diffgap"))
+    let out = support::diffgap_command()
         .current_dir(dir.path())
         .args(["config", "print", "--max-items-per-request", "0"])
         .output()
