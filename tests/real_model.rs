@@ -364,7 +364,22 @@ async fn a_catalog_built_from_an_audio_folder_ranks_like_the_same_clips_inline()
     assert_eq!(cat.len(), 1);
     assert_eq!((cat[0].name.as_str(), cat[0].entries), ("sounds", 6));
 
-    for mode in [RankMode::Contrastive, RankMode::Reverse, RankMode::Fused] {
+    // Info shows the card's validation ladder, whose choice VALIDATED_BEST follows.
+    let card = diffgap::model::artifact::read_card(&default_model()).expect("card");
+    let ladders = &info.models[0].ladders;
+    assert_eq!(ladders.len(), 2, "{ladders:?}");
+    for l in ladders {
+        assert_eq!(l.validated_best, card.validated_best[&l.direction].mode);
+        assert!(l.rungs.len() >= 10, "{l:?}");
+    }
+    for mode in [
+        RankMode::Contrastive,
+        RankMode::Reverse,
+        RankMode::Fused,
+        RankMode::FusedHub,
+        RankMode::ValidatedBest,
+        RankMode::InvertedSoftmax,
+    ] {
         let by_catalog = c
             .rank(RankRequest {
                 query_modality: "text".into(),
@@ -400,7 +415,7 @@ async fn a_catalog_built_from_an_audio_folder_ranks_like_the_same_clips_inline()
         for (a, b) in by_catalog.results.iter().zip(&inline.results) {
             assert_eq!(a.id, b.id, "{mode:?}");
             assert!(
-                (a.score - b.score).abs() < 1e-4,
+                (a.score - b.score).abs() < 1e-4 * a.score.abs().max(1.0),
                 "{mode:?}: {} vs {}",
                 a.score,
                 b.score

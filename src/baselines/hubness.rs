@@ -5,6 +5,8 @@
 
 use tch::Tensor;
 
+use crate::model::card::{FusionWeights, HubFusion};
+
 /// Temperatures tried on validation (inverse: scores are multiplied by beta).
 pub const BETA_GRID: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0];
 
@@ -12,8 +14,31 @@ pub const BETA_GRID: [f64; 8] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0];
 /// score: beta s(q, c) - logsumexp_b beta s(b, c). Monotone in s for each candidate, so only
 /// the order across candidates changes.
 pub fn inverted_softmax(scores: &Tensor, bank_scores: &Tensor, beta: f64) -> Tensor {
-    let norm = (bank_scores * beta).logsumexp([0i64].as_slice(), true);
-    scores * beta - norm
+    scores * beta - bank_norm(bank_scores, beta)
+}
+
+/// The candidates' term of [`inverted_softmax`], [1, C]: logsumexp over the bank of beta s(b, c).
+/// It depends on the candidates only, so a fixed candidate set (a catalog) computes it once.
+pub fn bank_norm(bank_scores: &Tensor, beta: f64) -> Tensor {
+    (bank_scores * beta).logsumexp([0i64].as_slice(), true)
+}
+
+/// The three score matrices of one query direction.
+pub struct ModeScores {
+    pub contrastive: Tensor,
+    pub bridged: Tensor,
+    pub reverse: Tensor,
+}
+
+impl ModeScores {
+    pub fn fuse(&self, w: &FusionWeights) -> Tensor {
+        &self.contrastive * w.contrastive + &self.bridged * w.bridged + &self.reverse * w.reverse
+    }
+}
+
+/// The hubness-corrected fused score; `bank` holds the same three scores for the bank queries.
+pub fn hub_fused(scores: &ModeScores, bank: &ModeScores, h: &HubFusion) -> Tensor {
+    inverted_softmax(&scores.fuse(&h.weights), &bank.fuse(&h.weights), h.beta)
 }
 
 #[cfg(test)]

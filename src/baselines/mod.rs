@@ -8,6 +8,7 @@
 pub mod adapter;
 pub mod hubness;
 pub mod linear;
+pub mod modes;
 
 use std::collections::BTreeMap;
 

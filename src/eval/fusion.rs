@@ -1,27 +1,13 @@
 //! Fitting the fused score's weights on validation rows.
 
-use tch::Tensor;
-
 use super::retrieval::{evaluate, per_query, RetrievalMetrics};
-use crate::baselines::hubness::{inverted_softmax, BETA_GRID};
+use crate::baselines::hubness::BETA_GRID;
+pub use crate::baselines::hubness::{hub_fused, ModeScores};
 use crate::baselines::linear::fold_assignment;
 use crate::model::card::{FusionWeights, HubFusion};
 
 /// Folds of the cross-validation that guards the hubness-corrected fusion.
 pub const FOLDS: usize = 5;
-
-/// The three score matrices of one query direction.
-pub struct ModeScores {
-    pub contrastive: Tensor,
-    pub bridged: Tensor,
-    pub reverse: Tensor,
-}
-
-impl ModeScores {
-    pub fn fuse(&self, w: &FusionWeights) -> Tensor {
-        &self.contrastive * w.contrastive + &self.bridged * w.bridged + &self.reverse * w.reverse
-    }
-}
 
 /// The simplex in steps of 0.1, most contrastive weight first.
 fn weight_grid() -> Vec<FusionWeights> {
@@ -36,11 +22,6 @@ fn weight_grid() -> Vec<FusionWeights> {
         }
     }
     grid
-}
-
-/// The hubness-corrected fused score; `bank` holds the same three scores for the bank queries.
-pub fn hub_fused(scores: &ModeScores, bank: &ModeScores, h: &HubFusion) -> Tensor {
-    inverted_softmax(&scores.fuse(&h.weights), &bank.fuse(&h.weights), h.beta)
 }
 
 /// Fits [`HubFusion`] on validation scores: every (weights, beta) of the grid is scored per
@@ -138,7 +119,7 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::{Device, Kind, Tensor};
 
     fn noise(rows: i64, cols: i64, seed: i64) -> Tensor {
         tch::manual_seed(seed);

@@ -9,19 +9,21 @@ use std::time::Instant;
 use tch::Tensor;
 
 use crate::baselines::hubness::inverted_softmax;
+use crate::baselines::modes::BaselineMode;
 use crate::baselines::Baselines;
-use crate::model::card::direction_key;
+use crate::model::card::{direction_key, ModelCard};
 
+use super::report::{DirectionReport, MODES};
+use super::retrieval::RetrievalMetrics;
+
+/// The baselines' mode names, cheapest first (raw cosine is the report's `contrastive`).
 pub const BASELINE_MODES: [&str; 5] = [
-    "centred",
-    "inverted_softmax",
-    "ridge",
-    "procrustes",
-    "adapter",
+    BaselineMode::Centred.name(),
+    BaselineMode::InvertedSoftmax.name(),
+    BaselineMode::Ridge.name(),
+    BaselineMode::Procrustes.name(),
+    BaselineMode::Adapter.name(),
 ];
-
-/// A fitted map applied to query rows.
-type MapFn<'a> = &'a dyn Fn(&Tensor) -> Tensor;
 
 /// One rung: its scores [Q, C] and what a query costs on this machine.
 pub struct Rung {
@@ -50,11 +52,11 @@ pub fn rungs(
 ) -> Result<Vec<Rung>, String> {
     let _g = tch::no_grad_guard();
     let key = direction_key(qm, cm);
-    let maps = b.maps(&key)?;
     let beta = b.fit(&key)?.inverted_softmax_beta;
     let n = q.size()[0];
     let c_t = c.tr();
     let mut out = Vec::new();
+    // The candidates are centred once per candidate set, as a catalog would.
     let centred_c = b.centred(c, cm)?.tr();
     let (scores, us) = timed(n, || b.centred(q, qm).map(|x| x.matmul(&centred_c)));
     out.push(Rung {
@@ -63,7 +65,7 @@ pub fn rungs(
         us_per_query: us,
         mapped: None,
     });
-    let bank_scores = b.bank(qm)?.to_device(q.device()).matmul(&c_t);
+    let bank_scores = b.bank_scores(qm, c)?;
     let (scores, us) = timed(n, || inverted_softmax(&q.matmul(&c_t), &bank_scores, beta));
     out.push(Rung {
         mode: "inverted_softmax",
@@ -71,22 +73,86 @@ pub fn rungs(
         us_per_query: us,
         mapped: None,
     });
-    let maps: [(&'static str, MapFn<'_>); 3] = [
-        ("ridge", &|x| maps.ridge.apply(x)),
-        ("procrustes", &|x| maps.procrustes.apply(x)),
-        ("adapter", &|x| maps.adapter.apply(x)),
-    ];
-    for (mode, map) in maps {
-        let ((scores, mapped), us) = timed(n, || {
-            let m = map(q);
-            (m.matmul(&c_t), m)
+    for mode in [
+        BaselineMode::Ridge,
+        BaselineMode::Procrustes,
+        BaselineMode::Adapter,
+    ] {
+        let (mapped, us) = timed(n, || -> Result<(Tensor, Tensor), String> {
+            let m = b
+                .mapped(mode, q, (qm, cm))?
+                .ok_or_else(|| format!("{} is not a map", mode.name()))?;
+            Ok((m.matmul(&c_t), m))
         });
+        let (scores, mapped) = mapped?;
         out.push(Rung {
-            mode,
+            mode: mode.name(),
             scores,
             us_per_query: us,
             mapped: Some(mapped),
         });
     }
     Ok(out)
+}
+
+/// One mode of a direction on the validation split, as the card recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LadderRow {
+    pub mode: String,
+    pub metrics: RetrievalMetrics,
+    pub us_per_query: f64,
+    pub baseline: bool,
+}
+
+/// A direction's modes on the validation split, with the card's choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectionLadder {
+    /// "query->candidate".
+    pub direction: String,
+    pub validated_best: String,
+    pub best_baseline: String,
+    /// Baselines first (raw cosine, then cheapest first), then DiffGAP's modes.
+    pub rows: Vec<LadderRow>,
+}
+
+/// The ladder of every direction the card's validation evaluation (`evaluation.validation`, as
+/// `diffgap eval --json`) holds: none for a card without one, or from before the baselines.
+pub fn of_card(card: &ModelCard) -> Vec<DirectionLadder> {
+    let directions = card
+        .evaluation
+        .as_ref()
+        .map(|e| e.get("validation").unwrap_or(e))
+        .and_then(|e| e.get("directions"))
+        .and_then(|d| serde_json::from_value::<Vec<DirectionReport>>(d.clone()).ok())
+        .unwrap_or_default();
+    let order: Vec<(&str, bool)> = ["contrastive"]
+        .into_iter()
+        .chain(BASELINE_MODES)
+        .map(|m| (m, true))
+        .chain(MODES[1..].iter().map(|&m| (m, false)))
+        .collect();
+    directions
+        .into_iter()
+        .filter_map(|d| {
+            let key = direction_key(&d.query, &d.candidate);
+            let best = card.validated_best.get(&key)?;
+            let rows = order
+                .iter()
+                .filter_map(|&(mode, baseline)| {
+                    Some(LadderRow {
+                        mode: mode.to_owned(),
+                        metrics: *d.modes.get(mode)?,
+                        us_per_query: d.cost_us.get(mode).copied().unwrap_or(0.0),
+                        baseline,
+                    })
+                })
+                .collect();
+            Some(DirectionLadder {
+                direction: key,
+                validated_best: best.mode.clone(),
+                best_baseline: best.best_baseline.clone(),
+                rows,
+            })
+        })
+        .collect()
 }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::device::describe;
 use crate::diffusion::sampler::SampleOptions;
 use crate::diffusion::schedule::Strength;
-use crate::model::card::{FusionWeights, SamplingDefaults};
+use crate::eval::ladder::{self, DirectionLadder};
+use crate::model::card::{FusionWeights, HubFusion, SamplingDefaults};
 use crate::model::{artifact, DiffgapModel};
 
 /// One embedding to bridge (or refine), as plain data: `embedding` (modality `from`) is the
@@ -113,6 +114,14 @@ pub struct ModelInfo {
     pub parameters: i64,
     /// Keyed "query->candidate".
     pub fusion: BTreeMap<String, FusionWeights>,
+    /// Keyed "query->candidate": the hubness-corrected fusion (needs the baselines).
+    pub hub_fusion: BTreeMap<String, HubFusion>,
+    /// Keyed "query->candidate": the name of the mode that won on validation.
+    pub validated_best: BTreeMap<String, String>,
+    /// Whether the model has its fitted baselines (`baselines.safetensors`).
+    pub has_baselines: bool,
+    /// Every ranking mode on the validation split, per direction.
+    pub ladders: Vec<DirectionLadder>,
     pub device: String,
     /// `sha256:<hex>` of the TorchScript file: what catalogs are built for.
     pub fingerprint: String,
@@ -141,6 +150,14 @@ impl ModelInfo {
             max_steps: model.schedule().steps(),
             parameters: c.parameters,
             fusion: c.fusion.clone(),
+            hub_fusion: c.hub_fusion.clone(),
+            validated_best: c
+                .validated_best
+                .iter()
+                .map(|(k, v)| (k.clone(), v.mode.clone()))
+                .collect(),
+            has_baselines: c.baselines.is_some(),
+            ladders: ladder::of_card(c),
             device: describe(model.device()),
             fingerprint: fingerprint(c),
             encoders: None,

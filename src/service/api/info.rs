@@ -1,5 +1,6 @@
 //! Info (what is served, with the limits) and Reload (the models and catalogs again).
 
+use crate::eval::ladder::DirectionLadder;
 use crate::model::card::direction_key;
 use crate::service::api::context::Context;
 use crate::service::error::ServiceError;
@@ -62,6 +63,7 @@ pub fn info(ctx: &Context) -> Result<proto::InfoResponse, ServiceError> {
                     .unwrap_or_default(),
                 instances: u32_of(m.instances),
                 threads_per_instance: u32_of(m.threads_per_instance),
+                ladders: m.ladders.iter().map(ladder).collect(),
             }
         })
         .collect();
@@ -84,6 +86,27 @@ pub fn info(ctx: &Context) -> Result<proto::InfoResponse, ServiceError> {
             max_shortlist: u32_of(validate::MAX_SHORTLIST),
         }),
     })
+}
+
+fn ladder(l: &DirectionLadder) -> proto::RankLadder {
+    proto::RankLadder {
+        direction: l.direction.clone(),
+        validated_best: l.validated_best.clone(),
+        best_baseline: l.best_baseline.clone(),
+        rungs: l
+            .rows
+            .iter()
+            .map(|r| proto::LadderRung {
+                mode: r.mode.clone(),
+                r1: r.metrics.r1 as f32,
+                r5: r.metrics.r5 as f32,
+                r10: r.metrics.r10 as f32,
+                map10: r.metrics.map10 as f32,
+                us_per_query: r.us_per_query as f32,
+                baseline: r.baseline,
+            })
+            .collect(),
+    }
 }
 
 pub async fn reload(ctx: &Context) -> Result<proto::ReloadResponse, ServiceError> {

@@ -2,15 +2,15 @@
 
 use std::time::Instant;
 
-use crate::model::card::{direction_key, FusionWeights};
 use crate::service::api::context::Context;
 use crate::service::api::request_id::timings;
 use crate::service::echo::echo;
 use crate::service::error::ServiceError;
-use crate::service::proto::{self, RankMode};
+use crate::service::proto;
 use crate::service::request::rank::{self, Candidates, Plan};
+use crate::service::request::rank_mode;
 use crate::service::request::raw_input::resolve_all;
-use crate::service::request::validate::{self, check_direction, check_modality, Field};
+use crate::service::request::validate::{check_direction, check_modality, Field};
 
 pub async fn rank(
     ctx: &Context,
@@ -20,19 +20,6 @@ pub async fn rank(
     let t0 = Instant::now();
     let s = ctx.served(&req.model)?;
     let m = &s.info;
-    let mode = match RankMode::try_from(req.mode) {
-        Ok(RankMode::Unspecified) => RankMode::Fused,
-        Ok(mode) => mode,
-        Err(_) => {
-            return Err(ServiceError::invalid(
-                "mode",
-                format!(
-                    "unknown value {}; use RANK_MODE_CONTRASTIVE (1), RANK_MODE_BRIDGED (2), RANK_MODE_REVERSE (3), RANK_MODE_FUSED (4) or RANK_MODE_GENERATIVE (5)",
-                    req.mode
-                ),
-            ))
-        }
-    };
     let q = req.query_modality.clone();
     check_modality(m, "query_modality", &q)?;
     let catalog = if req.catalog.is_empty() {
@@ -78,36 +65,11 @@ pub async fn rank(
     if catalog.is_none() {
         ctx.count("candidates", req.candidates.len())?;
     }
-    let fused = || -> Result<FusionWeights, ServiceError> {
-        m.fusion
-            .get(&direction_key(&q, &c))
-            .copied()
-            .ok_or_else(|| {
-                ServiceError::FailedPrecondition(format!(
-                    "the model has no fusion weights for {}; use another mode",
-                    direction_key(&q, &c)
-                ))
-            })
-    };
-    let (weights, shortlist) = match mode {
-        RankMode::Contrastive => (w(1.0, 0.0, 0.0), 0),
-        RankMode::Bridged => (w(0.0, 1.0, 0.0), 0),
-        RankMode::Reverse => (w(0.0, 0.0, 1.0), 0),
-        RankMode::Fused | RankMode::Unspecified => (fused()?, 0),
-        RankMode::Generative => {
-            let k = req
-                .shortlist
-                .map_or(validate::DEFAULT_SHORTLIST, |k| k as usize);
-            if k == 0 || k > validate::MAX_SHORTLIST {
-                return Err(ServiceError::invalid(
-                    "shortlist",
-                    format!("must be in 1..={}, got {k}", validate::MAX_SHORTLIST),
-                ));
-            }
-            check_direction(m, "query_modality", &c, &q)?;
-            (fused()?, k)
-        }
-    };
+    let choice = rank_mode::resolve(m, req.mode, req.shortlist, (&q, &c))?;
+    let weights = choice.scoring.weights();
+    if choice.shortlist > 0 {
+        check_direction(m, "query_modality", &c, &q)?;
+    }
     if weights.bridged != 0.0 {
         check_direction(m, "candidate_modality", &q, &c)?;
     }
@@ -155,8 +117,8 @@ pub async fn rank(
         query,
         query_modality: q,
         candidate_modality: c,
-        weights,
-        shortlist,
+        scoring: choice.scoring,
+        shortlist: choice.shortlist,
         top_k: req.top_k as usize,
         seed: req.seed.unwrap_or(0),
     };
@@ -165,12 +127,4 @@ pub async fn rank(
         results: out.results,
         timings: Some(timings(out.queue + encode.0, out.compute + encode.1, t0)),
     })
-}
-
-fn w(contrastive: f64, bridged: f64, reverse: f64) -> FusionWeights {
-    FusionWeights {
-        contrastive,
-        bridged,
-        reverse,
-    }
 }

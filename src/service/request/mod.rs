@@ -5,6 +5,8 @@
 pub mod bridge;
 pub mod catalog;
 pub mod rank;
+pub mod rank_mode;
+pub mod rank_scores;
 pub mod raw_input;
 pub mod reload;
 pub mod repository;

@@ -9,10 +9,12 @@ use std::time::Duration;
 use tch::{Kind, Tensor};
 
 use crate::diffusion::sampler::SampleOptions;
-use crate::model::card::FusionWeights;
 use crate::model::row_seed;
 use crate::service::error::ServiceError;
 use crate::service::proto;
+use crate::service::request::rank_mode::Scoring;
+pub use crate::service::request::rank_scores::Candidates;
+use crate::service::request::rank_scores::{inline_weighted, on_worker, CandidateSet, Query};
 use crate::service::types::{BridgeRow, CheckedRows, ModelInfo, RowStart};
 use crate::service::worker::WorkerHandle;
 
@@ -21,23 +23,11 @@ pub struct Plan {
     pub query: Vec<f32>,
     pub query_modality: String,
     pub candidate_modality: String,
-    pub weights: FusionWeights,
+    pub scoring: Scoring,
     /// Re-rank this many fused candidates by the generative score (0: no re-rank).
     pub shortlist: usize,
     pub top_k: usize,
     pub seed: u64,
-}
-
-/// Where the candidates are.
-pub enum Candidates {
-    Inline {
-        ids: Vec<String>,
-        embeddings: Vec<Vec<f32>>,
-    },
-    Catalog {
-        name: String,
-        ids: Vec<String>,
-    },
 }
 
 /// Scores, best first, and the worker time spent (queue, compute).
@@ -55,17 +45,6 @@ fn rank_options(m: &ModelInfo) -> SampleOptions {
     }
 }
 
-/// One candidate's scores.
-#[derive(Clone, Copy)]
-struct Scored {
-    index: usize,
-    score: f64,
-    contrastive: f64,
-    bridged: Option<f64>,
-    reverse: Option<f64>,
-    generative: Option<f64>,
-}
-
 pub async fn rank(
     m: &ModelInfo,
     worker: &WorkerHandle,
@@ -73,7 +52,7 @@ pub async fn rank(
     candidates: Candidates,
     deadline: Option<std::time::Instant>,
 ) -> Result<Ranking, ServiceError> {
-    let w = plan.weights;
+    let w = plan.scoring.weights();
     let (need_b, need_r) = (w.bridged != 0.0, w.reverse != 0.0);
     let opts = rank_options(m);
     let (q, c) = (plan.query_modality.clone(), plan.candidate_modality.clone());
@@ -115,103 +94,29 @@ pub async fn rank(
     let bq = if need_b { bridged.next() } else { None };
     let reversed: Vec<Vec<f32>> = bridged.collect();
 
-    let (ids, mut scored, cand_rows, catalog_name) = match candidates {
-        Candidates::Inline { ids, embeddings } => {
-            let scored: Vec<Scored> = embeddings
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let contrastive = cosine(&plan.query, a);
-                    let b = bq.as_deref().map(|bq| cosine(bq, a));
-                    let r = reversed.get(i).map(|ba| cosine(&plan.query, ba));
-                    Scored {
-                        index: i,
-                        score: w.contrastive * contrastive
-                            + w.bridged * b.unwrap_or(0.0)
-                            + w.reverse * r.unwrap_or(0.0),
-                        contrastive,
-                        bridged: b,
-                        reverse: r,
-                        generative: None,
-                    }
-                })
-                .collect();
+    let q_in = Query {
+        modalities: (q.clone(), c.clone()),
+        query: plan.query.clone(),
+        bridged: bq,
+        reversed,
+    };
+    let t0 = std::time::Instant::now();
+    let (ids, mut scored, cand_rows, catalog_name) = match (plan.scoring, candidates) {
+        (Scoring::Weighted(w), Candidates::Inline { ids, embeddings }) => {
+            let scored = inline_weighted(w, &q_in, &embeddings);
             (ids, scored, Some(embeddings), None)
         }
-        Candidates::Catalog { name, ids } => {
-            let catalog_name = Some(name.clone());
-            // Cosines, as the inline scores: the entries are L2-normalised, the query too.
-            let norm = plan
-                .query
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-12);
-            let query: Vec<f32> = plan
-                .query
-                .iter()
-                .map(|&v| (f64::from(v) / norm) as f32)
-                .collect();
-            let q_mod = q.clone();
-            // Every entry is scored, so that the generative short list and top_k come from
-            // the exact fused order.
-            let k = ids.len();
-            let t0 = std::time::Instant::now();
-            let scored = worker
-                .call(move |ctx| {
-                    let cat = ctx.catalogs.get(&name).ok_or_else(|| {
-                        ServiceError::NotFound(format!("catalog '{name}' is not served"))
-                    })?;
-                    let device = ctx.model.device();
-                    let qv = Tensor::from_slice(&query).to_device(device);
-                    let contrastive = cat.embeddings.mv(&qv);
-                    let bridged = bq
-                        .as_ref()
-                        .map(|b| cat.embeddings.mv(&Tensor::from_slice(b).to_device(device)));
-                    let reverse = if need_r {
-                        let rev = cat.reverse.get(&q_mod).ok_or_else(|| {
-                            ServiceError::FailedPrecondition(format!(
-                                "catalog '{name}' has no reverse-bridged embeddings for {q_mod} queries; use another mode"
-                            ))
-                        })?;
-                        Some(rev.mv(&qv))
-                    } else {
-                        None
-                    };
-                    let mut fused = &contrastive * w.contrastive;
-                    if let Some(b) = &bridged {
-                        fused += b * w.bridged;
-                    }
-                    if let Some(r) = &reverse {
-                        fused += r * w.reverse;
-                    }
-                    let (_, top) = fused.topk(k as i64, 0, true, true);
-                    let pick = |t: &Tensor| -> Result<Vec<f64>, ServiceError> {
-                        Vec::<f64>::try_from(t.index_select(0, &top).to_kind(Kind::Double).to_device(tch::Device::Cpu))
-                            .map_err(|e| ServiceError::Internal(e.to_string()))
-                    };
-                    let idx = Vec::<i64>::try_from(top.to_device(tch::Device::Cpu))
-                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                    let (f, c) = (pick(&fused)?, pick(&contrastive)?);
-                    let b = bridged.as_ref().map(pick).transpose()?;
-                    let r = reverse.as_ref().map(pick).transpose()?;
-                    Ok(idx
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &i)| Scored {
-                            index: i as usize,
-                            score: f[j],
-                            contrastive: c[j],
-                            bridged: b.as_ref().map(|v| v[j]),
-                            reverse: r.as_ref().map(|v| v[j]),
-                            generative: None,
-                        })
-                        .collect::<Vec<_>>())
-                })
-                .await?;
+        (scoring, Candidates::Inline { ids, embeddings }) => {
+            let set = CandidateSet::Inline(embeddings);
+            let scored = on_worker(worker, scoring, q_in, set).await?;
             compute += t0.elapsed();
-            (ids, scored, None, catalog_name)
+            (ids, scored, None, None)
+        }
+        (scoring, Candidates::Catalog { name, ids }) => {
+            let set = CandidateSet::Catalog(name.clone());
+            let scored = on_worker(worker, scoring, q_in, set).await?;
+            compute += t0.elapsed();
+            (ids, scored, None, Some(name))
         }
     };
     // Stable, so equal scores keep the request order.
@@ -294,17 +199,4 @@ pub async fn rank(
         queue,
         compute,
     })
-}
-
-/// Cosine similarity, computed in f64.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    let denom = (na.sqrt() * nb.sqrt()).max(1e-12);
-    dot / denom
 }

@@ -9,11 +9,14 @@ use tch::Tensor;
 use crate::model::DiffgapModel;
 use crate::service::error::ServiceError;
 use crate::service::types::CatalogData;
+use crate::service::worker::ranking::RankState;
 
 /// What a [`Call`] sees: the model and the catalogs installed on this worker.
 pub struct WorkerCtx<'m> {
     pub model: &'m DiffgapModel,
     pub catalogs: BTreeMap<String, DeviceCatalog>,
+    /// The baselines and bridged query banks (`None` for a model trained without baselines).
+    pub ranking: Option<&'m RankState>,
 }
 
 /// A catalog's tensors on the model's device, and the plain data they come from.
@@ -23,6 +26,9 @@ pub struct DeviceCatalog {
     pub embeddings: Tensor,
     /// Query modality -> the entries bridged into it, [entries, dim], L2-normalised.
     pub reverse: BTreeMap<String, Tensor>,
+    /// The inverted softmax's bank terms over the entries, [1, entries], computed on first use
+    /// and kept with the catalog (they depend on the entries only), keyed by mode and direction.
+    pub bank_norms: BTreeMap<String, Tensor>,
 }
 
 impl WorkerCtx<'_> {
@@ -54,6 +60,7 @@ impl WorkerCtx<'_> {
                     data: c.clone(),
                     embeddings,
                     reverse,
+                    bank_norms: BTreeMap::new(),
                 },
             );
         }

@@ -32,6 +32,7 @@ pub mod encoder_thread;
 pub mod handle;
 pub mod options;
 pub mod queue;
+pub mod ranking;
 pub mod request_batching;
 pub mod scheduler;
 pub mod stats;

@@ -19,6 +19,7 @@ use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::encoder_thread::Loaded;
 use crate::service::worker::options::WorkerOptions;
 use crate::service::worker::queue::Msg;
+use crate::service::worker::ranking;
 use crate::service::worker::request_batching::run_request_batches;
 use crate::service::worker::stats::WorkerStats;
 use crate::service::worker::step_loop::run_steps;
@@ -97,9 +98,10 @@ pub(super) fn run_instance(
     }
     let loaded = artifact::load(dir, device)
         .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
-        .and_then(|m| {
+        .and_then(|m| ranking::load(dir, &m).map(|r| (m, r)))
+        .and_then(|(m, ranking)| {
             let detail = match encoders.recv() {
-                Ok(Ok(info)) => return Ok((m, info)),
+                Ok(Ok(info)) => return Ok((m, ranking, info)),
                 Ok(Err(e)) => format!("encoders: {e}"),
                 Err(_) => "encoders: the encoder thread stopped while loading".to_string(),
             };
@@ -109,7 +111,7 @@ pub(super) fn run_instance(
             })
         });
     match loaded {
-        Ok((model, encoders)) => {
+        Ok((model, ranking, encoders)) => {
             let mut info = ModelInfo::of(&model);
             info.encoders = encoders;
             info.instances = opts.instances.max(1);
@@ -118,6 +120,7 @@ pub(super) fn run_instance(
             let ctx = WorkerCtx {
                 model: &model,
                 catalogs: BTreeMap::new(),
+                ranking: ranking.as_ref(),
             };
             // If loading failed elsewhere the handle is dropped, the queue closes and the
             // loop ends at once.
