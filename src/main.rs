@@ -212,7 +212,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Train(cfg) => {
             let out = train::train(&cfg)?;
-            println!("{}", report::render(&out.report));
+            println!("{}", diffgap::eval::render::render(&out.report));
             println!(
                 "model written to {} ({} parameters)",
                 cfg.out.display(),
@@ -345,7 +345,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         opts,
         baselines.as_ref(),
     )?;
-    println!("{}", report::render(&rep));
+    println!("{}", diffgap::eval::render::render(&rep));
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rep)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

@@ -9,7 +9,7 @@
 //!   the work (32 covers 22.2 surround with room to spare);
 //! - bits per sample, where the container states it, 1..=64 (no sample format is wider).
 
-use super::decode::DecodeError;
+use super::error::DecodeError;
 
 /// Lowest accepted source sample rate, Hz.
 pub const MIN_SAMPLE_RATE: u32 = 1_000;

@@ -2,6 +2,7 @@
 //!
 //! - [`decode`]: WAV, FLAC, OGG/Vorbis and MP3 bytes (symphonia) -> mono at a target rate, with
 //!   typed errors for undecodable, empty and over-long input (never a panic on client bytes);
+//! - [`error`]: why bytes could not be decoded;
 //! - [`limits`]: the sample rates, channel counts, sample widths and lengths a stream may
 //!   declare, checked before any decoding;
 //! - [`wav_header`]: a WAV file's declared values, read ahead of symphonia's probe;
@@ -10,6 +11,7 @@
 //! Used by the real corpus (`diffgap corpus build`) and meant for the service's audio input.
 
 pub mod decode;
+pub mod error;
 pub mod limits;
 pub mod resample;
 pub mod wav_header;

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::soundfont::RenderSpec;
-
 /// The four Debian sources of the corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,4 +58,22 @@ pub struct Candidate {
     /// Path inside the package (of the audio file, or of the SoundFont for renders).
     pub package_path: String,
     pub input: AudioInput,
+}
+
+/// One note to render.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderSpec {
+    /// SoundFont bank (0 melodic, 128 drum kits) and preset (program) number.
+    pub bank: i32,
+    pub program: i32,
+    /// The preset's name in the SoundFont.
+    pub preset_name: String,
+    pub key: i32,
+    pub velocity: i32,
+    /// Seconds the key is held, then seconds rendered after its release.
+    pub hold_s: f32,
+    pub tail_s: f32,
+    pub sample_rate: u32,
+    /// Reverb and chorus (always off here).
+    pub reverb_and_chorus: bool,
 }

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::candidate::RenderSpec;
 use super::candidate::Source;
-use super::soundfont::RenderSpec;
 use super::split::Split;
 
 /// One clip of the corpus.

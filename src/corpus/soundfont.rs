@@ -17,9 +17,8 @@
 use std::sync::Arc;
 
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
-use serde::Serialize;
 
-use super::candidate::{AudioInput, Candidate, Source};
+use super::candidate::{AudioInput, Candidate, RenderSpec, Source};
 use super::names::{article, slug};
 
 /// Where the SoundFont is inside the package.
@@ -86,24 +85,6 @@ pub const GM_DRUMS: [(i32, &str); 47] = [
     (80, "Mute Triangle"),
     (81, "Open Triangle"),
 ];
-
-/// One note to render.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RenderSpec {
-    /// SoundFont bank (0 melodic, 128 drum kits) and preset (program) number.
-    pub bank: i32,
-    pub program: i32,
-    /// The preset's name in the SoundFont.
-    pub preset_name: String,
-    pub key: i32,
-    pub velocity: i32,
-    /// Seconds the key is held, then seconds rendered after its release.
-    pub hold_s: f32,
-    pub tail_s: f32,
-    pub sample_rate: u32,
-    /// Reverb and chorus (always off here).
-    pub reverb_and_chorus: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SoundFontError {

@@ -1,5 +1,6 @@
 //! The evaluation protocol: retrieval metrics, the baseline ladder, gap and generation
 //! measures, fusion fitting and the report.
+pub mod card_ladder;
 pub mod compare;
 pub mod fusion;
 pub mod gap;

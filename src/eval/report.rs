@@ -21,8 +21,6 @@ use crate::diffusion::sampler::SampleOptions;
 use crate::model::card::{direction_key, FusionWeights, HubFusion, ValidatedBest};
 use crate::model::{row_seed, DiffgapModel, ModelError};
 
-pub use super::render::render;
-
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct EvalOptions {
     pub steps: usize,

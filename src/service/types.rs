@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::describe;
 use crate::diffusion::sampler::SampleOptions;
 use crate::diffusion::schedule::Strength;
-use crate::eval::ladder::{self, DirectionLadder};
+use crate::eval::card_ladder::{self, DirectionLadder};
 use crate::model::card::{FusionWeights, HubFusion, SamplingDefaults};
 use crate::model::{artifact, DiffgapModel};
 
@@ -157,7 +157,7 @@ impl ModelInfo {
                 .map(|(k, v)| (k.clone(), v.mode.clone()))
                 .collect(),
             has_baselines: c.baselines.is_some(),
-            ladders: ladder::of_card(c),
+            ladders: card_ladder::of_card(c),
             device: describe(model.device()),
             fingerprint: fingerprint(c),
             encoders: None,

@@ -3,7 +3,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::trainer::TrainConfig;
+use super::config::TrainConfig;
 use crate::baselines::adapter::multi_positive_infonce;
 use crate::data::pairs::PairedSet;
 use crate::diffusion::normalize::l2_normalize;

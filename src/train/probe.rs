@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::trainer::TrainConfig;
+use super::config::TrainConfig;
 use crate::data::pairs::PairedSet;
 use crate::diffusion::denoiser::Denoiser;
 use crate::diffusion::noise::{normal_rows, Purpose};

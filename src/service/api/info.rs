@@ -1,6 +1,6 @@
 //! Info (what is served, with the limits) and Reload (the models and catalogs again).
 
-use crate::eval::ladder::DirectionLadder;
+use crate::eval::card_ladder::DirectionLadder;
 use crate::model::card::direction_key;
 use crate::service::api::context::Context;
 use crate::service::error::ServiceError;

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::keys::KEYS;
 use super::serde_as::value_name;
-use super::sources::KEYS;
 use crate::device::DeviceChoice;
 use crate::service::ops::telemetry::LogFormat;
 use crate::service::ops::threads::IoThreadPolicy;

@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod args;
+mod keys;
 mod serde_as;
 mod sources;
 
 pub use args::ServeArgs;
-pub use sources::{CONFIG_ENV, DEFAULT_FILE, ENV_PREFIX, KEYS};
+pub use keys::KEYS;
+pub use sources::{CONFIG_ENV, DEFAULT_FILE, ENV_PREFIX};
 
 use crate::device::DeviceChoice;
 pub use crate::service::ops::telemetry::LogFormat;

@@ -7,6 +7,7 @@ use config::builder::DefaultState;
 use config::ConfigBuilder;
 
 use super::args::ServeArgs;
+use super::keys::KEYS;
 
 /// The file read when neither `--config` nor `DIFFGAP_CONFIG` names one (skipped if absent).
 pub const DEFAULT_FILE: &str = "diffgap.toml";
@@ -14,34 +15,6 @@ pub const DEFAULT_FILE: &str = "diffgap.toml";
 pub const CONFIG_ENV: &str = "DIFFGAP_CONFIG";
 /// The prefix of the environment variables of the keys.
 pub const ENV_PREFIX: &str = "DIFFGAP";
-
-/// Every key of [`ServeConfig`]; only these are read from the environment (other `DIFFGAP_*`
-/// variables, such as `DIFFGAP_CONFIG` or the scripts' `DIFFGAP_ROOT`, are not keys).
-pub const KEYS: &[&str] = &[
-    "model",
-    "listen",
-    "device",
-    "max_batch_rows",
-    "queue_capacity",
-    "max_items_per_request",
-    "metrics_listen",
-    "log_format",
-    "drain_timeout_secs",
-    "max_message_bytes",
-    "max_metadata_bytes",
-    "batching",
-    "max_batch_wait_ms",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-    "auth_tokens_file",
-    "admin_tokens_file",
-    "model_repository",
-    "catalogs",
-    "io_thread_policy",
-    "instances",
-    "intra_op_threads",
-];
 
 /// The defaults' layers under `args`: the file, then the environment's `DIFFGAP_*` keys,
 /// then the flags given.

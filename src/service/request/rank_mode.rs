@@ -155,7 +155,10 @@ mod tests {
     fn every_mode_a_card_can_name_is_a_rank_mode() {
         for name in MODES.iter().chain(BASELINE_MODES.iter()) {
             let mode = mode_named(name).unwrap_or_else(|| panic!("{name} is no Rank mode"));
-            assert_eq!(mode.as_str_name(), format!("RANK_MODE_{}", name.to_uppercase()));
+            assert_eq!(
+                mode.as_str_name(),
+                format!("RANK_MODE_{}", name.to_uppercase())
+            );
         }
         assert_eq!(mode_named("validated_best"), None);
         assert_eq!(mode_named("unspecified"), None);

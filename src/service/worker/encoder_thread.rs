@@ -21,9 +21,9 @@ use crate::encoders::EncoderError;
 use crate::service::error::ServiceError;
 use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::types::EmbedderInfo;
+use crate::service::worker::death_watch::DeathWatch;
 use crate::service::worker::embedder::{self, EmbedJob};
 use crate::service::worker::options::WorkerOptions;
-use crate::service::worker::thread::DeathWatch;
 
 /// How much the encoder thread lowers its CPU priority (Linux nice increment, per thread).
 /// Nice 10 weighs about a tenth of nice 0 under Linux's scheduler: a Bridge sharing a core with

@@ -27,6 +27,7 @@
 //! dropped before they reach the model.
 
 pub mod context;
+pub mod death_watch;
 pub mod embedder;
 pub mod encoder_thread;
 pub mod handle;
@@ -53,8 +54,9 @@ pub use stats::{StatsSnapshot, WorkerStats};
 
 use crate::service::error::ServiceError;
 use crate::service::types::ModelInfo;
+use death_watch::DeathWatch;
 use handle::Lane;
-use thread::{DeathWatch, ReadyJoin};
+use thread::ReadyJoin;
 
 /// A started worker: its handle, the load result (sent once every instance is loaded and
 /// warmed up), its counters and its threads, which end once every handle is dropped.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 use tokio::sync::{mpsc, oneshot};
@@ -23,28 +23,6 @@ use crate::service::worker::ranking;
 use crate::service::worker::request_batching::run_request_batches;
 use crate::service::worker::stats::WorkerStats;
 use crate::service::worker::step_loop::run_steps;
-
-/// Sends on `died` when a model thread unwinds from a panic (the first one only).
-pub(crate) struct DeathWatch {
-    instance: usize,
-    tx: Arc<Mutex<Option<oneshot::Sender<String>>>>,
-}
-
-impl DeathWatch {
-    pub(super) fn new(instance: usize, tx: Arc<Mutex<Option<oneshot::Sender<String>>>>) -> Self {
-        Self { instance, tx }
-    }
-}
-
-impl Drop for DeathWatch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(tx) = self.tx.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(format!("model instance {} panicked", self.instance));
-            }
-        }
-    }
-}
 
 /// Gathers the instances' load results into one: the first error at once, else the info
 /// once the last instance is ready.
