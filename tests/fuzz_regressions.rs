@@ -3,6 +3,8 @@
 //! (`fuzz/regressions/TARGET/`) must come back with an answer instead of a panic, and so must a
 //! fixed set of mutations of the seeds (bit flips, truncations, overwritten length fields).
 
+mod support;
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -58,7 +60,7 @@ fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 fn fuzz_dir(kind: &str, target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    support::root()
         .join("fuzz")
         .join(kind)
         .join(target)
