@@ -60,10 +60,7 @@ fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 fn fuzz_dir(kind: &str, target: &str) -> PathBuf {
-    support::root()
-        .join("fuzz")
-        .join(kind)
-        .join(target)
+    support::root().join("fuzz").join(kind).join(target)
 }
 
 /// One mutation of the kinds libFuzzer starts with: flipped bits, a cut, bytes set to 0x00 or

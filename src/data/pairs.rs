@@ -273,7 +273,8 @@ fn read_named(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, DataEr
     }
 }
 
-fn safetensors_tensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
+/// The named tensors of safetensors bytes (checked by the `safetensors` crate, no file).
+pub fn safetensors_tensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     st.tensors()
         .into_iter()

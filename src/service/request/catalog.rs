@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use crate::data::pairs::{write_named, PairedSet};
+use sha2::{Digest, Sha256};
+
+use crate::data::pairs::{safetensors_tensors, write_named, PairedSet};
 use crate::diffusion::sampler::SampleOptions;
 use crate::model::{artifact, row_seed, DiffgapModel};
 pub use crate::service::types::{CatalogData, CatalogMeta, ReverseOptions};
@@ -52,7 +54,33 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>, tch::TchError> {
 pub fn read(dir: &Path) -> Result<CatalogData, String> {
     let text = std::fs::read_to_string(dir.join(META_FILE))
         .map_err(|e| err(dir, format!("cannot read {META_FILE}: {e}")))?;
-    let mut meta: CatalogMeta = serde_json::from_str(&text).map_err(|e| {
+    let mut meta = parse_meta(dir, &text)?;
+    let tensors = std::fs::read(dir.join(TENSOR_FILE))
+        .map_err(|e| err(dir, format!("cannot read {TENSOR_FILE}: {e}")))?;
+    if hex::encode(Sha256::digest(&tensors)) != meta.tensors_sha256 {
+        return Err(err(
+            dir,
+            format!("{TENSOR_FILE} does not match the sha256 in {META_FILE} (changed or corrupt)"),
+        ));
+    }
+    if let Some(name) = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+    {
+        meta.name = name;
+    }
+    parse_tensors(dir, meta, &tensors)
+}
+
+/// Checks a catalog given as its files' contents (`dir` names it in errors), the tensors' hash
+/// aside: what [`read`] checks after it.
+pub fn parse(dir: &Path, text: &str, tensors: &[u8]) -> Result<CatalogData, String> {
+    parse_tensors(dir, parse_meta(dir, text)?, tensors)
+}
+
+fn parse_meta(dir: &Path, text: &str) -> Result<CatalogMeta, String> {
+    let meta: CatalogMeta = serde_json::from_str(text).map_err(|e| {
         err(
             dir,
             format!("{META_FILE} is not a catalog description: {e}"),
@@ -67,28 +95,17 @@ pub fn read(dir: &Path) -> Result<CatalogData, String> {
             ),
         ));
     }
-    if let Some(name) = dir
-        .canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-    {
-        meta.name = name;
-    }
-    let path = dir.join(TENSOR_FILE);
-    let hash = artifact::sha256_file(&path)
-        .map_err(|e| err(dir, format!("cannot read {TENSOR_FILE}: {e}")))?;
-    if hash != meta.tensors_sha256 {
-        return Err(err(
-            dir,
-            format!("{TENSOR_FILE} does not match the sha256 in {META_FILE} (changed or corrupt)"),
-        ));
-    }
+    Ok(meta)
+}
+
+/// The tensors' shapes, values and names against the description.
+fn parse_tensors(dir: &Path, meta: CatalogMeta, tensors: &[u8]) -> Result<CatalogData, String> {
     let named =
-        Tensor::read_safetensors(&path).map_err(|e| err(dir, format!("{TENSOR_FILE}: {e}")))?;
-    let rows = meta.ids.len() as i64;
-    let dim = meta.dim as i64;
-    if rows == 0 {
-        return Err(err(dir, "has no entries"));
+        safetensors_tensors(tensors).map_err(|e| err(dir, format!("{TENSOR_FILE}: {e}")))?;
+    let rows = i64::try_from(meta.ids.len()).map_err(|e| err(dir, e))?;
+    let dim = i64::try_from(meta.dim).map_err(|e| err(dir, e))?;
+    if rows == 0 || dim == 0 {
+        return Err(err(dir, "has no entries or dimension 0"));
     }
     let mut embeddings = None;
     let mut reverse = BTreeMap::new();
