@@ -129,6 +129,7 @@ fn decode_mono(
 ) -> Result<(Vec<f32>, u32, usize, bool), DecodeError> {
     for h in wav_header::every_format(bytes) {
         limits::check(&h.declared(), None)?;
+        h.check_blocks()?;
     }
     let wav = wav_header::peek(bytes);
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());

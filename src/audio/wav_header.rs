@@ -1,8 +1,17 @@
 //! The `fmt ` and `data` chunk headers of a WAV file, read before symphonia sees the bytes:
 //! its WAV reader builds a time base from the sample rate while probing, and a rate of 0
-//! panics there, so a WAV's declared values must be checked ahead of the probe.
+//! panics there, so a WAV's declared values must be checked ahead of the probe. So must an
+//! ADPCM block alignment: symphonia derives frames per block from it in 16-bit arithmetic that
+//! overflows (a panic with overflow checks) when it is smaller than the block header or huge.
 
+use super::error::DecodeError;
 use super::limits::Declared;
+
+/// WAVE format tags whose block alignment symphonia turns into frames per block.
+const ADPCM_MS: u16 = 0x0002;
+const ADPCM_IMA: u16 = 0x0011;
+/// Largest (block_align - header) that symphonia's `* 8` keeps within 16 bits.
+const MAX_ADPCM_BLOCK_BODY: u32 = (u16::MAX / 8) as u32;
 
 /// The `data` chunk length a streaming writer (ffmpeg to a pipe) puts when it cannot know it.
 const UNKNOWN_LENGTH: u32 = u32::MAX;
@@ -10,6 +19,8 @@ const UNKNOWN_LENGTH: u32 = u32::MAX;
 /// What a WAV file's `fmt ` chunk declares, and its `data` chunk's length when reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WavHeader {
+    pub format_tag: u16,
+    pub block_align: u16,
     pub sample_rate: u32,
     pub channels: u16,
     pub bits_per_sample: u16,
@@ -24,6 +35,27 @@ impl WavHeader {
             channels: Some(u32::from(self.channels)),
             bits_per_sample: Some(u32::from(self.bits_per_sample)),
             frames: None,
+        }
+    }
+
+    /// An ADPCM block must hold its per-channel headers (7 bytes for Microsoft's, 4 for
+    /// IMA's) and fit symphonia's frames-per-block arithmetic.
+    pub fn check_blocks(&self) -> Result<(), DecodeError> {
+        let header = match self.format_tag {
+            ADPCM_MS => 7,
+            ADPCM_IMA => 4,
+            _ => return Ok(()),
+        };
+        let (align, headers) = (
+            u32::from(self.block_align),
+            header * u32::from(self.channels),
+        );
+        match align.checked_sub(headers) {
+            Some(body) if body <= MAX_ADPCM_BLOCK_BODY => Ok(()),
+            _ => Err(DecodeError::Undecodable(format!(
+                "WAV ADPCM block alignment {align} does not fit {} channels",
+                self.channels
+            ))),
         }
     }
 
@@ -76,6 +108,8 @@ fn walk(bytes: &[u8], start: usize, on_fmt: &mut dyn FnMut(WavHeader)) -> Option
             b"fmt " => {
                 let f = bytes.get(body..body.checked_add(16)?)?;
                 let h = WavHeader {
+                    format_tag: u16_at(f, 0)?,
+                    block_align: u16_at(f, 12)?,
                     channels: u16_at(f, 2)?,
                     sample_rate: u32_at(f, 4)?,
                     bits_per_sample: u16_at(f, 14)?,
@@ -156,6 +190,8 @@ pub(crate) mod tests {
         assert_eq!(
             h,
             WavHeader {
+                format_tag: 1,
+                block_align: 4,
                 sample_rate: 22_050,
                 channels: 2,
                 bits_per_sample: 16,
@@ -180,5 +216,38 @@ pub(crate) mod tests {
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         huge.extend_from_slice(&good[12..]);
         assert_eq!(peek(&huge), None);
+    }
+
+    #[test]
+    fn adpcm_blocks_must_hold_their_headers() {
+        // wav_bytes sets block_align = channels * (bits / 8): 2 channels of 4 bits give 0.
+        let short = peek(&wav_bytes(ADPCM_MS, 8_000, 2, 4, 0, &[])).expect("a header");
+        assert_eq!(short.block_align, 0);
+        assert!(short.check_blocks().is_err());
+        let ima = peek(&wav_bytes(ADPCM_IMA, 8_000, 2, 4, 0, &[])).expect("a header");
+        assert!(ima.check_blocks().is_err());
+        let fits = |align: u16, tag: u16| WavHeader {
+            format_tag: tag,
+            block_align: align,
+            ..short
+        };
+        assert!(fits(256, ADPCM_MS).check_blocks().is_ok());
+        assert!(fits(14, ADPCM_MS).check_blocks().is_ok());
+        assert!(fits(13, ADPCM_MS).check_blocks().is_err());
+        assert!(fits(8, ADPCM_IMA).check_blocks().is_ok());
+        assert!(fits(u16::MAX, ADPCM_MS).check_blocks().is_err());
+        assert!(fits(0, 1).check_blocks().is_ok(), "PCM is not checked here");
+    }
+
+    #[test]
+    fn the_fuzzers_adpcm_crash_is_refused_before_symphonia_reads_it() {
+        // Symphonia's frames-per-block arithmetic overflowed on this file (a panic where overflow
+        // checks are on, as in fuzzing builds); the header check must stop it first.
+        let bytes = include_bytes!(
+            "../../fuzz/regressions/audio_decode/crash-fe13381f2722cd1daff728f28e6ef91a9fbcba0d"
+        );
+        let opts = crate::audio::decode::DecodeOptions::new(32_000, 30.0);
+        let e = crate::audio::decode::decode(bytes, &opts).expect_err("refused");
+        assert!(e.to_string().contains("ADPCM block alignment"), "{e}");
     }
 }
