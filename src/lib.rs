@@ -15,8 +15,8 @@
 //! - [`projection`]: the small CLAP's projection heads and their contrastive training;
 //! - [`service`]: the gRPC service (`diffgap serve`);
 //! - [`bench`]: throughput measurements;
-//! - [`loadgen`]: load against a running server (`diffgap loadgen`);
-//! - [`loadgen_audio`]: Bridge latency beside heavy audio (`diffgap loadgen-audio`);
+//! - [`loadgen`]: load against a running server (`diffgap loadgen`, and Bridge latency beside
+//!   heavy audio: `diffgap loadgen-audio`);
 //! - [`fuzzing`]: the fuzzers' entry points (`fuzz/`).
 // Client-controlled data must never reach a panic: no `unwrap` outside tests; the few true
 // invariants say so with `expect("... This is a bug.")`.
@@ -33,7 +33,6 @@ pub mod encoders;
 pub mod eval;
 pub mod fuzzing;
 pub mod loadgen;
-pub mod loadgen_audio;
 pub mod model;
 pub mod projection;
 pub mod service;

@@ -52,7 +52,7 @@ enum Command {
     #[command(subcommand)]
     Results(diffgap::eval::results::ResultsCommand),
     /// Bridge latency alone and beside clients looping long-audio Embeds (a markdown table).
-    LoadgenAudio(diffgap::loadgen_audio::LoadgenAudioArgs),
+    LoadgenAudio(diffgap::loadgen::audio::LoadgenAudioArgs),
     /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
     /// reflection, and Prometheus metrics on their own port) until SIGINT or SIGTERM, then
     /// drain. Settings layer: defaults < diffgap.toml (or --config FILE / DIFFGAP_CONFIG) <
@@ -231,7 +231,7 @@ fn main() -> Result<()> {
         Command::Loadgen(args) => diffgap::loadgen::run(&args)?,
         Command::LoadgenSummary(cmd) => cmd.run()?,
         Command::Results(cmd) => cmd.run()?,
-        Command::LoadgenAudio(args) => diffgap::loadgen_audio::run(&args)?,
+        Command::LoadgenAudio(args) => diffgap::loadgen::audio::run(&args)?,
         Command::Serve(_) => serve(serve_cfg.context("the serve configuration")?)?,
         Command::Health(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()

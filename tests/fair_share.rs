@@ -10,7 +10,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use diffgap::loadgen_audio::noise_wav;
+use diffgap::loadgen::audio::noise_wav;
 use diffgap::service::proto::{
     raw_input::Input, BridgeItem, BridgeRequest, EmbedRequest, InfoRequest, RawInput,
 };

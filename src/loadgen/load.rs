@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 use super::args::LoadgenArgs;
 use super::{BridgeItem, BridgeRequest, DiffgapClient, InfoRequest};
 use crate::model::row_seed;
+use crate::service::proto::ModelInfo;
 
 /// What the load needs to know about the served model.
 #[derive(Debug, Clone)]
@@ -85,17 +86,25 @@ pub(super) async fn one(
     client.bridge(load.request(i)).await.map(|_| ())
 }
 
-/// A client of `--addr` and the model it serves (its first model and direction), once the
-/// server answers Info: it waits (bounded) for a server still starting.
-pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel>, Target)> {
-    let channel = Channel::from_shared(args.addr.clone())
+/// A client of a server that answers Info, with what it serves: its device, its first model
+/// and that model's first direction.
+pub struct ReadyServer {
+    pub client: DiffgapClient<Channel>,
+    pub device: String,
+    pub model: ModelInfo,
+    pub from: String,
+    pub to: String,
+}
+
+/// Connects to `addr` and waits (at most 120 s) for a server still starting to answer Info.
+pub async fn ready_server(addr: &str) -> Result<ReadyServer> {
+    let channel = Channel::from_shared(addr.to_owned())
         .context("--addr")?
         // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
         .connect_lazy();
     let mut client = DiffgapClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    // UNAVAILABLE until the server listens and has loaded its model: wait (bounded).
     let ready_by = Instant::now() + Duration::from_secs(120);
     let info = loop {
         match client.info(InfoRequest {}).await {
@@ -106,17 +115,39 @@ pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel
             Err(s) => return Err(anyhow::anyhow!("Info: {s}")),
         }
     };
-    let m = info.models.first().context("the server serves no model")?;
-    let dir = m.directions.first().context("the model has no direction")?;
+    let model = info
+        .models
+        .into_iter()
+        .next()
+        .context("the server serves no model")?;
+    let dir = model
+        .directions
+        .first()
+        .context("the model has no direction")?;
     let (from, to) = dir
         .split_once("->")
         .with_context(|| format!("direction '{dir}'"))?;
+    Ok(ReadyServer {
+        client,
+        device: info.device,
+        from: from.into(),
+        to: to.into(),
+        model,
+    })
+}
+
+/// A client of `--addr` and the model it serves (its first model and direction), once the
+/// server answers Info.
+pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel>, Target)> {
+    let s = ready_server(&args.addr).await?;
     println!(
-        "server {} ({}, model {}, dim {}, {from}->{to}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request",
+        "server {} ({}, model {}, dim {}, {}->{}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request",
         args.addr,
-        info.device,
-        m.name,
-        m.dim,
+        s.device,
+        s.model.name,
+        s.model.dim,
+        s.from,
+        s.to,
         if args.label.is_empty() {
             String::new()
         } else {
@@ -127,11 +158,11 @@ pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel
         args.samples
     );
     let target = Target {
-        from: from.into(),
-        to: to.into(),
-        dim: m.dim as usize,
+        dim: s.model.dim as usize,
+        from: s.from,
+        to: s.to,
     };
-    Ok((client, target))
+    Ok((s.client, target))
 }
 
 #[cfg(test)]

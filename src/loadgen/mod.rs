@@ -22,8 +22,9 @@
 //! - [`report`]: the tables, and `diffgap loadgen-summary`'s goal tables of two runs.
 
 mod args;
+pub mod audio;
 mod in_process;
-mod load;
+pub mod load;
 mod loops;
 mod ratios;
 pub mod report;

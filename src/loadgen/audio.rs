@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
+
+use super::load::ready_server;
 use tonic::transport::Channel;
 
 use crate::service::proto::diffgap_client::DiffgapClient;
-use crate::service::proto::{
-    raw_input::Input, BridgeItem, BridgeRequest, EmbedRequest, InfoRequest, RawInput,
-};
+use crate::service::proto::{raw_input::Input, BridgeItem, BridgeRequest, EmbedRequest, RawInput};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenAudioArgs {
@@ -88,27 +88,8 @@ pub fn run(args: &LoadgenAudioArgs) -> Result<()> {
 }
 
 async fn drive(args: &LoadgenAudioArgs) -> Result<Vec<Level>> {
-    let channel = Channel::from_shared(args.addr.clone())
-        .context("--addr")?
-        .connect_lazy();
-    let mut client = DiffgapClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let ready_by = Instant::now() + Duration::from_secs(120);
-    let info = loop {
-        match client.info(InfoRequest {}).await {
-            Ok(info) => break info.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < ready_by => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(s) => bail!("Info: {s}"),
-        }
-    };
-    let m = info.models.first().context("the server serves no model")?;
-    let dir = m.directions.first().context("the model has no direction")?;
-    let (from, to) = dir
-        .split_once("->")
-        .with_context(|| format!("direction '{dir}'"))?;
+    let ready = ready_server(&args.addr).await?;
+    let (client, m, from, to) = (ready.client, ready.model, ready.from, ready.to);
     let rate = m.audio_sample_rate;
     if rate == 0 {
         bail!("model '{}' has no audio encoder", m.name);
@@ -117,8 +98,8 @@ async fn drive(args: &LoadgenAudioArgs) -> Result<Vec<Level>> {
     let bridge = BridgeItem {
         steps: Some(args.steps),
         ..BridgeItem::new(
-            from,
-            to,
+            &from,
+            &to,
             crate::loadgen::lcg_vector(11, m.dim as usize),
             Some(3),
         )
