@@ -1,10 +1,11 @@
 //! The drain on SIGTERM/SIGINT (the `shutdown` future of [`super::serve`]), in order:
 //! 1. health turns NOT_SERVING, for "" and for the service;
-//! 2. the drain signal: a connection without a call closes a second later at most
-//!    (`api/listener`): an idle or silent peer does not hold the process;
+//! 2. the drain signal: health Watch streams end once they have sent that NOT_SERVING
+//!    (`api/health.rs`), and a connection without a call closes a second later at most
+//!    (`api/listener`): neither a watcher, nor an idle or silent peer, holds the process;
 //! 3. tonic sends every connection a GOAWAY (new calls go elsewhere, those on their way when
 //!    it left are still taken), drops the listener, and returns once every connection has
-//!    closed;
+//!    closed, that is once every call in flight has been answered;
 //! 4. the model threads end with their last request.
 //!
 //! `drain_timeout_secs` bounds steps 3 and 4: at the deadline the server stops with

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::server::NamedService;
 use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use super::api::listener::{self, ConnectionLimits};
@@ -24,9 +24,10 @@ const SERVICE: &str = <DiffgapServer<api::service::DiffgapService> as NamedServi
 
 impl Listening {
     /// Serves until `shutdown` resolves, then drains ([`super::drain`]): health turns
-    /// NOT_SERVING, every connection gets a GOAWAY, no new one is accepted, and `serve`
-    /// returns once the connections have closed (at most `drain_timeout_secs` later), once
-    /// the model worker has stopped (waited for within the same bound). The port answers at once: health reports NOT_SERVING (and the RPCs
+    /// NOT_SERVING and its Watch streams end, every connection gets a GOAWAY, no new one is
+    /// accepted, and `serve` returns as soon as the calls in flight are answered (at most
+    /// `drain_timeout_secs` later), once the model worker has stopped (waited for within the
+    /// same bound). The port answers at once: health reports NOT_SERVING (and the RPCs
     /// UNAVAILABLE) while the model loads and warms up, SERVING after. Fails if the model
     /// cannot be loaded.
     pub async fn serve(
@@ -78,7 +79,7 @@ impl Listening {
         let incoming =
             listener::Incoming::new(listener, ConnectionLimits::of(&cfg), drain.subscribe());
         let stop = drain.begins_after(shutdown, reporter.clone(), SERVICE);
-        let health = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        let health = api::health::server(reporter.clone(), drain.subscribe());
         let server = grpc_server(&cfg, security, repo.clone(), health, (incoming, stop))?;
         let serving = drain.bounded(server);
         tokio::pin!(serving);
@@ -107,7 +108,7 @@ fn grpc_server(
     cfg: &ServeConfig,
     security: security::Security,
     repo: Arc<repository::Repository>,
-    health: HealthServer<HealthService>,
+    health: HealthServer<api::health::DrainingHealth>,
     (incoming, stop): (listener::Incoming, impl Future<Output = ()> + Send),
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send, ServiceError> {
     let reflection = || {
