@@ -17,6 +17,9 @@ use support::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed
 /// by the CA, written as PEM files into a temporary folder.
@@ -360,7 +363,7 @@ async fn over_tls_quiet_calls_keep_their_connection_and_silent_sockets_are_close
     cfg.idle_connection_timeout_secs = 1;
     let (addr, _) = serve_forever(cfg);
     let channel = tls_channel(addr, &pki.ca, None).await.expect("TLS connect");
-    wait_serving(channel.clone()).await;
+    wait_serving_on(channel.clone()).await;
     let mut watch = HealthClient::new(channel)
         .watch(HealthCheckRequest {
             service: String::new(),

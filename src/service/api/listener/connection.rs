@@ -20,9 +20,12 @@ use tokio::time::Sleep;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::Stream;
 
-use super::streams::Activity;
-use super::DRAIN_IDLE;
+use super::activity::Activity;
 use crate::service::ops::metrics::{IDLE_CONNECTIONS_CLOSED, OPEN_CONNECTIONS};
+
+/// How long a connection without an open call stays open once the drain has begun: more than
+/// a round trip, for a request already on its way when the GOAWAY left.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// What tonic puts in the extensions of every request of a connection (under
 /// `TlsConnectInfo` with TLS).

@@ -8,11 +8,12 @@
 //!   until its deadline), and the process never holds more than `max_connections` + 1
 //!   accepted sockets, so that below the file limit a flood cannot exhaust descriptors;
 //! - a connection without an open call for `idle_connection_timeout_secs`, or for
-//!   [`DRAIN_IDLE`] once the drain has begun, is closed ([`connection`], [`streams`]).
+//!   [`DRAIN_IDLE`] once the drain has begun, is closed ([`connection`], [`activity`], [`streams`]).
 //!
 //! Keep `max_connections` well below the process's file limit (`ulimit -n`): the model, the
 //! metrics listener and the log need descriptors too; the server warns at start when it is not.
 
+mod activity;
 pub mod backoff;
 mod connection;
 mod streams;
@@ -31,7 +32,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 
-pub use connection::{Connection, ConnectionInfo};
+pub use connection::{Connection, ConnectionInfo, DRAIN_IDLE};
 pub use streams::OpenStreamsLayer;
 
 use crate::service::config::ServeConfig;
@@ -39,9 +40,6 @@ use crate::service::ops::metrics::{ACCEPT_ERRORS, CONNECTIONS_REFUSED};
 use backoff::{AcceptError, Backoff, Reports};
 use connection::Place;
 
-/// How long a connection without an open call stays open once the drain has begun: more than
-/// a round trip, for a request already on its way when the GOAWAY left.
-pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// HTTP/2 PINGs on an otherwise quiet connection, so that a peer that vanished (no FIN, no
 /// RST) is dropped after [`KEEPALIVE_TIMEOUT`] without an answer rather than held forever.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
