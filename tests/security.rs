@@ -17,6 +17,9 @@ use support::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed
 /// by the CA, written as PEM files into a temporary folder.
@@ -345,4 +348,38 @@ async fn startup_errors_name_the_key() {
     cfg.auth_tokens_file = pki.ca.with_file_name("no-such-tokens");
     let e = config_error(service::bind(cfg).await.err().expect("refused"));
     assert!(e.starts_with("auth_tokens_file: cannot read "), "{e}");
+}
+
+/// The listener counts calls on TLS connections too (their connection's info comes through
+/// tonic's TLS layer):
+/// a quiet Watch keeps its connection past the idle timeout, while a socket that never starts
+/// its handshake is closed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_quiet_calls_keep_their_connection_and_silent_sockets_are_closed() {
+    let pki = pki();
+    let mut cfg = serve_config(&tiny_model());
+    cfg.tls_cert = pki.server_cert.clone();
+    cfg.tls_key = pki.server_key.clone();
+    cfg.idle_connection_timeout_secs = 1;
+    let (addr, _) = serve_forever(cfg);
+    let channel = tls_channel(addr, &pki.ca, None).await.expect("TLS connect");
+    wait_serving_on(channel.clone()).await;
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("watch").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let mut silent = support::net::raw(addr).await;
+    let took = support::net::closed_within(&mut silent, Duration::from_secs(10))
+        .await
+        .expect("a socket without a handshake is closed");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still_open = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
+    assert!(still_open.is_err(), "the watch's connection was closed");
 }

@@ -30,6 +30,10 @@ const METRICS: &[&str] = &[
     "diffgap_denoised_rows_total",
     "diffgap_requests_dropped_total",
     "diffgap_model_info",
+    "diffgap_open_connections",
+    "diffgap_connections_refused_total",
+    "diffgap_idle_connections_closed_total",
+    "diffgap_accept_errors_total",
 ];
 
 /// The metrics recorder is one per process: the tests that send requests (and so move the

@@ -131,8 +131,34 @@ impl SharedServer {
     }
 }
 
-/// Binds `cfg` and serves it on a task until `stop` fires; returns once it is SERVING:
-/// (address, stop, the serve task).
+/// A server serving on a task of the test's runtime until `stop` fires (the shutdown future of
+/// `serve`, as SIGTERM would).
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The metrics listener, when `metrics_listen` is on.
+    pub metrics: Option<SocketAddr>,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub server: tokio::task::JoinHandle<Result<(), ServiceError>>,
+}
+
+/// Binds `cfg` and serves it on a task until its `stop` fires; returns once it is SERVING.
+pub async fn start(cfg: ServeConfig) -> Running {
+    let listening = service::bind(cfg).await.expect("bind");
+    let (addr, metrics) = (listening.local_addr(), listening.metrics_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(listening.serve(async {
+        let _ = stopped.await;
+    }));
+    wait_serving(addr).await;
+    Running {
+        addr,
+        metrics,
+        stop,
+        server,
+    }
+}
+
+/// [`start`], as (address, stop, the serve task).
 pub async fn serve_until_stopped(
     cfg: ServeConfig,
 ) -> (
@@ -140,14 +166,8 @@ pub async fn serve_until_stopped(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), ServiceError>>,
 ) {
-    let listening = service::bind(cfg).await.expect("bind");
-    let addr = listening.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(listening.serve(async {
-        let _ = stopped.await;
-    }));
-    wait_serving(addr).await;
-    (addr, stop, server)
+    let r = start(cfg).await;
+    (r.addr, r.stop, r.server)
 }
 
 /// Waits (at most 30 s) for the serve task of [`serve_until_stopped`] to return `Ok`.

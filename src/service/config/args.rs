@@ -51,6 +51,14 @@ pub struct ServeArgs {
     /// env: DIFFGAP_DRAIN_TIMEOUT_SECS].
     #[arg(long)]
     pub drain_timeout_secs: Option<u64>,
+    /// Most open connections of the gRPC listener, more are closed on arrival; 0: no limit
+    /// [default: 1024; env: DIFFGAP_MAX_CONNECTIONS].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay open without a call; 0: for ever [default: 300; env:
+    /// DIFFGAP_IDLE_CONNECTION_TIMEOUT_SECS].
+    #[arg(long)]
+    pub idle_connection_timeout_secs: Option<u64>,
     /// Largest gRPC message in bytes [default: derived from max_items_per_request; env:
     /// DIFFGAP_MAX_MESSAGE_BYTES].
     #[arg(long)]
@@ -134,6 +142,16 @@ impl ServeArgs {
             (
                 "drain_timeout_secs",
                 self.drain_timeout_secs.as_ref().map(ToString::to_string),
+            ),
+            (
+                "max_connections",
+                self.max_connections.as_ref().map(ToString::to_string),
+            ),
+            (
+                "idle_connection_timeout_secs",
+                self.idle_connection_timeout_secs
+                    .as_ref()
+                    .map(ToString::to_string),
             ),
             (
                 "max_message_bytes",

@@ -13,6 +13,8 @@ pub const KEYS: &[&str] = &[
     "metrics_listen",
     "log_format",
     "drain_timeout_secs",
+    "max_connections",
+    "idle_connection_timeout_secs",
     "max_message_bytes",
     "max_metadata_bytes",
     "batching",

@@ -35,6 +35,10 @@ pub const MAX_ROWS: usize = 65536;
 pub const MAX_INSTANCES: usize = 64;
 /// Largest `intra_op_threads`.
 pub const MAX_INTRA_OP_THREADS: usize = 1024;
+/// Largest `max_connections`.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+/// Largest `idle_connection_timeout_secs` (a day).
+pub const MAX_IDLE_SECS: u64 = 86_400;
 
 /// The effective configuration of `diffgap serve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +64,12 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long the requests in flight may take to finish.
     pub drain_timeout_secs: u64,
+    /// Most open connections of the gRPC listener; more are closed on arrival. 0: no limit
+    /// but the process's file limit.
+    pub max_connections: usize,
+    /// Seconds a connection may stay open without a call on it (pings do not count); 0:
+    /// for ever.
+    pub idle_connection_timeout_secs: u64,
     /// Largest gRPC message decoded or encoded, in bytes. Default: room for the largest
     /// request, `(max_items_per_request + 1) * 64 KiB`, at least 4 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +131,8 @@ impl Default for ServeConfig {
             metrics_listen: "127.0.0.1:9090".into(),
             log_format: LogFormat::Text,
             drain_timeout_secs: 30,
+            max_connections: 1024,
+            idle_connection_timeout_secs: 300,
             max_message_bytes: None,
             max_metadata_bytes: 16 * 1024,
             batching: Batching::default(),
@@ -192,6 +204,18 @@ impl ServeConfig {
             return Err(format!(
                 "drain_timeout_secs: must be in 0..=3600, got {}",
                 self.drain_timeout_secs
+            ));
+        }
+        if self.max_connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "max_connections: must be in 0..={MAX_CONNECTIONS} (0: no limit), got {}",
+                self.max_connections
+            ));
+        }
+        if self.idle_connection_timeout_secs > MAX_IDLE_SECS {
+            return Err(format!(
+                "idle_connection_timeout_secs: must be in 0..={MAX_IDLE_SECS} (0: never), got {}",
+                self.idle_connection_timeout_secs
             ));
         }
         if self.instances > MAX_INSTANCES {
@@ -320,6 +344,29 @@ mod tests {
             cfg.validate().unwrap_err(),
             "max_batch_rows: must be in 1..=65536, got 0"
         );
+    }
+
+    #[test]
+    fn connection_limits_out_of_range_name_the_key() {
+        let off = ServeConfig {
+            max_connections: 0,
+            idle_connection_timeout_secs: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(off.validate(), Ok(()), "0 is no limit");
+        let many = ServeConfig {
+            max_connections: MAX_CONNECTIONS + 1,
+            ..ServeConfig::default()
+        };
+        assert!(many.validate().unwrap_err().starts_with("max_connections:"));
+        let long = ServeConfig {
+            idle_connection_timeout_secs: MAX_IDLE_SECS + 1,
+            ..ServeConfig::default()
+        };
+        assert!(long
+            .validate()
+            .unwrap_err()
+            .starts_with("idle_connection_timeout_secs:"));
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!   `diffgap_queue_duration_seconds`, `diffgap_compute_duration_seconds`,
 //!   `diffgap_denoising_steps_total`, `diffgap_denoised_rows_total`,
 //!   `diffgap_requests_dropped_total`;
-//! - the server at load time: `diffgap_model_info`.
+//! - the server at load time: `diffgap_model_info`;
+//! - the listener (`api/listener`): `diffgap_open_connections`,
+//!   `diffgap_connections_refused_total`, `diffgap_idle_connections_closed_total`,
+//!   `diffgap_accept_errors_total`.
 //!
 //! Names carry their unit (`_seconds`, `_rows`), counters end in `_total`, and every label has a
 //! bounded set of values (no request ids, no user text).
@@ -38,6 +41,10 @@ pub const DENOISING_STEPS: &str = "diffgap_denoising_steps_total";
 pub const DENOISED_ROWS: &str = "diffgap_denoised_rows_total";
 pub const REQUESTS_DROPPED: &str = "diffgap_requests_dropped_total";
 pub const MODEL_INFO: &str = "diffgap_model_info";
+pub const OPEN_CONNECTIONS: &str = "diffgap_open_connections";
+pub const CONNECTIONS_REFUSED: &str = "diffgap_connections_refused_total";
+pub const IDLE_CONNECTIONS_CLOSED: &str = "diffgap_idle_connections_closed_total";
+pub const ACCEPT_ERRORS: &str = "diffgap_accept_errors_total";
 
 /// The RPC names, the values of the `rpc` label.
 pub const RPCS: [&str; 7] = [
@@ -51,6 +58,11 @@ pub const RPCS: [&str; 7] = [
 ];
 /// The values of the `reason` label of `diffgap_requests_dropped_total`.
 pub const DROP_REASONS: [&str; 2] = ["deadline", "cancelled"];
+/// The values of the `kind` label of `diffgap_accept_errors_total`: the errno of a resource
+/// the process ran out of, `aborted` for a connection that died before it was accepted,
+/// `other` for the rest.
+pub const ACCEPT_ERROR_KINDS: [&str; 6] =
+    ["emfile", "enfile", "enobufs", "enomem", "aborted", "other"];
 
 /// How often the recorder's upkeep drains histogram samples when nothing scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -160,6 +172,26 @@ fn register() {
         Unit::Count,
         "1, labelled with the served model's name, space, dim, device and the server version."
     );
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        Unit::Count,
+        "Open connections of the gRPC listener."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Connections closed on arrival because max_connections were open."
+    );
+    describe_counter!(
+        IDLE_CONNECTIONS_CLOSED,
+        Unit::Count,
+        "Connections closed after idle_connection_timeout_secs without a call (or, during a drain, a second)."
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        Unit::Count,
+        "Failed accepts of the gRPC listener, by kind (emfile, enfile, enobufs, enomem: paused; aborted: skipped; other)."
+    );
 
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(ACTIVE_ROWS).set(0.0);
@@ -174,6 +206,12 @@ fn register() {
     counter!(DENOISED_ROWS).increment(0);
     for reason in DROP_REASONS {
         counter!(REQUESTS_DROPPED, "reason" => reason).increment(0);
+    }
+    gauge!(OPEN_CONNECTIONS).increment(0.0);
+    counter!(CONNECTIONS_REFUSED).increment(0);
+    counter!(IDLE_CONNECTIONS_CLOSED).increment(0);
+    for kind in ACCEPT_ERROR_KINDS {
+        counter!(ACCEPT_ERRORS, "kind" => kind).increment(0);
     }
 }
 
