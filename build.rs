@@ -20,7 +20,22 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure();
+    // GET /v1/info on the HTTP listener answers with InfoResponse as JSON, field for field.
+    for message in [
+        "InfoResponse",
+        "ModelInfo",
+        "CatalogInfo",
+        "RankLadder",
+        "LadderRung",
+        "Limits",
+    ] {
+        builder = builder.type_attribute(
+            format!(".diffgap.v1.{message}"),
+            "#[derive(serde::Serialize)]",
+        );
+    }
+    builder
         .file_descriptor_set_path(out.join("diffgap_descriptor.bin"))
         // Undecodable messages are INVALID_ARGUMENT, not INTERNAL (src/service/api/codec.rs).
         .codec_path("crate::service::api::codec::ClientFaultCodec")

@@ -9,7 +9,8 @@
 #   - the Dockerfile's build steps (scripts/ops-docker-steps.sh ci), then on the staged
 #     binary and model, with bearer tokens on: the Kubernetes ConfigMap's configuration
 #     loads; the Python client (grpcio-tools stubs), the grpcio-health-checking and
-#     grpcio-reflection clients; promtool check metrics on a live scrape, which must also
+#     grpcio-reflection clients; the official openai client against the HTTP listener's
+#     OpenAI-compatible /v1/embeddings; promtool check metrics on a live scrape, which must also
 #     hold every metric the alerts and the dashboard use; SIGTERM drains and exits 0.
 # Each validator is also shown a broken input that it must refuse, so that no check passes
 # by checking nothing. Ends with "N passed, 0 failed".
@@ -123,11 +124,12 @@ env -i "$BIN" config print --config "$TMP/configmap.toml" >/dev/null || fail "th
 ok "deploy/k8s/configmap.yaml's diffgap.toml loads (diffgap config print)"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT="$(free_port)"; MPORT="$(free_port)"
+PORT="$(free_port)"; MPORT="$(free_port)"; HPORT="$(free_port)"
 TOKEN="ops-check-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 (cd "$STAGE/opt/diffgap" && exec env -i PATH="/usr/bin:/bin" DIFFGAP_CONFIG="$STAGE/etc/diffgap/diffgap.toml" \
   DIFFGAP_AUTH_TOKENS="$TOKEN" RUST_LOG=info "$BIN" serve --model "$STAGE/opt/diffgap/models/default" \
-  --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" --device cpu --log-format text) >"$TMP/server.log" 2>&1 &
+  --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" --http-listen "127.0.0.1:$HPORT" \
+  --device cpu --log-format text) >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 300); do
   "$BIN" health --addr "127.0.0.1:$PORT" --timeout-secs 2 >/dev/null 2>&1 && break
@@ -149,6 +151,10 @@ ok "Python client without a token: UNAUTHENTICATED"
 "$PY" examples/python/health_and_reflection.py --addr "127.0.0.1:$PORT" --token "$TOKEN" >"$TMP/hr.log" 2>&1 \
   || { cat "$TMP/hr.log" >&2; fail "examples/python/health_and_reflection.py"; }
 ok "grpcio-health-checking (Check, Watch, no token) and grpcio-reflection (token) clients ($(grep -c '^ok:' "$TMP/hr.log") checks)"
+
+"$PY" examples/python/openai_client.py --base-url "http://127.0.0.1:$HPORT/v1" --token "$TOKEN" >"$TMP/openai.log" 2>&1 \
+  || { cat "$TMP/openai.log" >&2; fail "examples/python/openai_client.py"; }
+ok "openai client (PyPI) on the HTTP listener's /v1/embeddings: default, float, base64, extra_body bridge_to, errors ($(grep -c '^ok:' "$TMP/openai.log") checks)"
 
 "$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=10).read().decode())" >"$TMP/metrics.txt" \
   || fail "scraping /metrics"

@@ -13,6 +13,14 @@ use super::module::{load_encoder, Contract, EncoderModule};
 /// `max_tokens` anyway; this bounds the work a single request can ask for).
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
+/// The tokens the encoder reads of `text` (special tokens included, after truncation; no
+/// padding); 0 when it cannot be tokenised.
+pub fn count_tokens(tokenizer: &Tokenizer, text: &str) -> usize {
+    tokenizer.encode(text, true).map_or(0, |e| {
+        e.get_attention_mask().iter().filter(|&&m| m != 0).count()
+    })
+}
+
 pub struct TextEncoder {
     tokenizer: Tokenizer,
     module: EncoderModule,
@@ -52,6 +60,11 @@ impl TextEncoder {
 
     pub fn dim(&self) -> i64 {
         self.module.dim
+    }
+
+    /// The tokenizer, as configured for the encoder (truncation included).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// Raw encoder outputs, [texts.len(), dim], on the encoder's device.

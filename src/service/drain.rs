@@ -5,7 +5,9 @@
 //!    (`api/listener`): neither a watcher, nor an idle or silent peer, holds the process;
 //! 3. tonic sends every connection a GOAWAY (new calls go elsewhere, those on their way when
 //!    it left are still taken), drops the listener, and returns once every connection has
-//!    closed, that is once every call in flight has been answered;
+//!    closed, that is once every call in flight has been answered; the HTTP listener
+//!    (`api/http`) likewise stops accepting, closes idle connections and finishes the
+//!    requests in flight;
 //! 4. the model threads end with their last request.
 //!
 //! `drain_timeout_secs` bounds steps 3 and 4: at the deadline the server stops with
@@ -66,13 +68,13 @@ impl Drain {
         }
     }
 
-    /// `serving` (tonic's), cut short at the drain's deadline.
+    /// `serving` (tonic's and the HTTP listener's), cut short at the drain's deadline.
     pub async fn bounded(
         &self,
-        serving: impl Future<Output = Result<(), tonic::transport::Error>>,
+        serving: impl Future<Output = Result<(), ServiceError>>,
     ) -> Result<(), ServiceError> {
         tokio::select! {
-            served = serving => served.map_err(ServiceError::from),
+            served = serving => served,
             () = async {
                 self.begun.notified().await;
                 tokio::time::sleep(self.timeout).await;

@@ -1,4 +1,5 @@
-//! The service's one error type, and its one mapping to gRPC status codes.
+//! The service's one error type, and its one mapping to gRPC status codes and HTTP statuses
+//! ([`ServiceError::code`], [`ServiceError::http_status`]).
 
 use crate::model::ModelError;
 use crate::service::echo::echo;
@@ -31,6 +32,10 @@ pub enum ServiceError {
     /// Still loading, shutting down, or the model worker is gone.
     #[error("{0}")]
     Unavailable(String),
+    /// An HTTP request body larger than the limit (`max_message_bytes`), refused before it
+    /// was read whole.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     /// The request's deadline (its `grpc-timeout`) passed before it was answered.
     #[error("the deadline passed before the request was answered")]
     DeadlineExceeded,
@@ -58,14 +63,17 @@ impl ServiceError {
     }
 }
 
-impl From<ServiceError> for tonic::Status {
-    fn from(e: ServiceError) -> Self {
+impl ServiceError {
+    /// The gRPC code of the error (and the `status` label of its metrics).
+    pub fn code(&self) -> tonic::Code {
         use tonic::Code;
-        let code = match &e {
+        match self {
             ServiceError::InvalidArgument { .. } => Code::InvalidArgument,
             ServiceError::ModelNotFound { .. } | ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ServiceError::Overloaded { .. } => Code::ResourceExhausted,
+            ServiceError::Overloaded { .. } | ServiceError::PayloadTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::Unavailable(_) => Code::Unavailable,
@@ -75,7 +83,65 @@ impl From<ServiceError> for tonic::Status {
             | ServiceError::Load(_)
             | ServiceError::Bind { .. }
             | ServiceError::Transport(_) => Code::Internal,
-        };
-        tonic::Status::new(code, e.to_string())
+        }
+    }
+
+    /// The HTTP status of the error on the HTTP listener: the gRPC code's usual HTTP
+    /// counterpart, but 408 for an expired deadline (the client's own timeout header) and 413
+    /// for a body over the limit (both RESOURCE_EXHAUSTED and 429 otherwise).
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        use tonic::Code;
+        if let ServiceError::PayloadTooLarge { .. } = self {
+            return S::PAYLOAD_TOO_LARGE;
+        }
+        match self.code() {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => S::BAD_REQUEST,
+            Code::Unauthenticated => S::UNAUTHORIZED,
+            Code::PermissionDenied => S::FORBIDDEN,
+            Code::NotFound => S::NOT_FOUND,
+            Code::DeadlineExceeded => S::REQUEST_TIMEOUT,
+            Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+            Code::Unavailable => S::SERVICE_UNAVAILABLE,
+            Code::Unimplemented => S::NOT_IMPLEMENTED,
+            _ => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_has_its_http_status() {
+        let cases = [
+            (ServiceError::invalid("f", "bad"), 400),
+            (ServiceError::FailedPrecondition("x".into()), 400),
+            (ServiceError::Unauthenticated("x".into()), 401),
+            (ServiceError::PermissionDenied("x".into()), 403),
+            (ServiceError::NotFound("x".into()), 404),
+            (
+                ServiceError::ModelNotFound {
+                    name: "m".into(),
+                    available: vec![],
+                },
+                404,
+            ),
+            (ServiceError::DeadlineExceeded, 408),
+            (ServiceError::PayloadTooLarge { limit: 1 }, 413),
+            (ServiceError::Overloaded { capacity: 1 }, 429),
+            (ServiceError::Unavailable("x".into()), 503),
+            (ServiceError::Internal("x".into()), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.http_status().as_u16(), status, "{e}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! A request flows one way through the stages, each a folder; start reading at [`api::service`].
 //!
 //! - [`api`]: the tonic layer: one handler file per RPC family, request ids, deadlines,
-//!   security (TLS, bearer tokens, admin tokens, the health client);
+//!   security (TLS, bearer tokens, admin tokens, the health client); the HTTP/JSON listener
+//!   over the same handlers (`api::http`);
 //! - [`request`]: the request core: validation into checked rows, Rank planning and scoring,
 //!   raw inputs, the model repository (reloads) and catalogs;
 //! - [`worker`]: the model worker: handle and load balancing, instance threads, the step
@@ -44,12 +45,15 @@ pub use config::{LogFormat, ServeArgs, ServeConfig};
 pub use error::ServiceError;
 
 /// Bound listeners, not yet serving: [`Listening::local_addr`] says where the gRPC one
-/// listens and [`Listening::metrics_addr`] where `/metrics` is served (useful with port 0).
+/// listens, [`Listening::metrics_addr`] where `/metrics` is served and
+/// [`Listening::http_addr`] where the HTTP/JSON API is (useful with port 0).
 pub struct Listening {
     cfg: ServeConfig,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     metrics: Option<metrics::MetricsListener>,
+    /// The HTTP/JSON listener, when `http_listen` is on.
+    http: Option<(tokio::net::TcpListener, SocketAddr)>,
     security: security::Security,
 }
 
@@ -76,11 +80,21 @@ pub async fn bind(cfg: ServeConfig) -> Result<Listening, ServiceError> {
             Some(metrics::MetricsListener { listener, addr })
         }
     };
+    let http = match cfg.http_addr().map_err(ServiceError::Config)? {
+        None => None,
+        Some(at) => {
+            let bind_err = |source| ServiceError::Bind { addr: at, source };
+            let listener = tokio::net::TcpListener::bind(at).await.map_err(bind_err)?;
+            let addr = listener.local_addr().map_err(bind_err)?;
+            Some((listener, addr))
+        }
+    };
     Ok(Listening {
         cfg,
         listener,
         addr,
         metrics,
+        http,
         security,
     })
 }
@@ -101,5 +115,10 @@ impl Listening {
     /// Where `/metrics` is served; `None` when `metrics_listen` is off.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|m| m.addr)
+    }
+
+    /// Where the HTTP/JSON API is served; `None` when `http_listen` is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.1)
     }
 }

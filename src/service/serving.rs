@@ -39,6 +39,7 @@ impl Listening {
             listener,
             addr,
             metrics: metrics_listener,
+            http,
             security,
         } = self;
         // Stops the metrics listener when this function returns (the sender is dropped).
@@ -80,8 +81,27 @@ impl Listening {
             listener::Incoming::new(listener, ConnectionLimits::of(&cfg), drain.subscribe());
         let stop = drain.begins_after(shutdown, reporter.clone(), SERVICE);
         let health = api::health::server(reporter.clone(), drain.subscribe());
-        let server = grpc_server(&cfg, security, repo.clone(), health, (incoming, stop))?;
-        let serving = drain.bounded(server);
+        let ctx = api::context::Context {
+            repo: repo.clone(),
+            limits: api::Limits {
+                max_items_per_request: cfg.max_items_per_request,
+                max_batch_rows: cfg.max_batch_rows,
+                queue_capacity: cfg.queue_capacity,
+            },
+        };
+        let http_shared = api::http::Shared {
+            ctx: ctx.clone(),
+            auth: security.auth.clone(),
+            body_limit: cfg.message_limit(),
+            health: reporter.clone(),
+            service: SERVICE,
+        };
+        let http_serving = http_server(http, http_shared, drain.subscribe());
+        let grpc_serving = grpc_server(&cfg, security, ctx, health, (incoming, stop))?;
+        let serving = drain.bounded(async move {
+            let grpc = async { grpc_serving.await.map_err(ServiceError::from) };
+            tokio::try_join!(grpc, http_serving).map(|_| ())
+        });
         tokio::pin!(serving);
 
         let result = tokio::select! {
@@ -103,11 +123,24 @@ impl Listening {
     }
 }
 
+/// The HTTP/JSON listener, when on, until the drain (see [`api::http`]).
+async fn http_server(
+    http: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
+    shared: api::http::Shared,
+    drain: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let Some((listener, addr)) = http else {
+        return Ok(());
+    };
+    tracing::info!(%addr, "serving the HTTP/JSON API");
+    api::http::serve(listener, shared, drain).await
+}
+
 /// The gRPC server: the services behind their layers, on `incoming` until `stop`.
 fn grpc_server(
     cfg: &ServeConfig,
     security: security::Security,
-    repo: Arc<repository::Repository>,
+    ctx: api::context::Context,
     health: HealthServer<api::health::DrainingHealth>,
     (incoming, stop): (listener::Incoming, impl Future<Output = ()> + Send),
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send, ServiceError> {
@@ -120,15 +153,7 @@ fn grpc_server(
     let reflection_v1 = reflection().build_v1().map_err(reflection_err)?;
     // v1alpha too: grpcio-reflection's client and older tools only speak it.
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_err)?;
-    let service = api::service::DiffgapService::new(
-        repo,
-        api::Limits {
-            max_items_per_request: cfg.max_items_per_request,
-            max_batch_rows: cfg.max_batch_rows,
-            queue_capacity: cfg.queue_capacity,
-        },
-    )
-    .with_admin(security.admin.clone());
+    let service = api::service::DiffgapService::of(ctx).with_admin(security.admin.clone());
     let max_message = cfg.message_limit();
     let diffgap = DiffgapServer::new(service)
         .max_decoding_message_size(max_message)

@@ -215,6 +215,9 @@ pub struct EmbedderInfo {
     /// (frames, height, width) of the video contract.
     pub video_shape: Option<(i64, i64, i64)>,
     pub dim: i64,
+    /// A copy of the text encoder's tokenizer (plain Rust, no tensors), for the token counts
+    /// of the OpenAI-compatible route's `usage`.
+    pub tokenizer: Option<std::sync::Arc<tokenizers::Tokenizer>>,
 }
 
 /// How the reverse-bridged embeddings were sampled.

@@ -2,11 +2,12 @@
 //! models ([`models`]), deterministic vectors and their comparisons ([`vectors`]), a served
 //! model with its gRPC client ([`server`]), the metrics listener ([`metrics`]) and the
 //! `diffgap` binary ([`cli`]). Everything is re-exported here: `support::tiny_model()`. Raw
-//! TCP connections ([`net`]) and `diffgap serve` as a child process ([`process`]) are used by
-//! their module's name.
+//! TCP connections ([`net`]), `diffgap serve` as a child process ([`process`]) and the HTTP/JSON
+//! client ([`http`]) are used by their module's name.
 #![allow(dead_code, unused_imports)]
 
 pub mod cli;
+pub mod http;
 pub mod metrics;
 pub mod models;
 pub mod net;

@@ -62,13 +62,33 @@ pub fn admin<T>(message: T) -> tonic::Request<T> {
 /// Serves `cfg` until the process ends, on its own runtime and thread so that it outlives
 /// each test's runtime: (gRPC address, metrics address).
 pub fn serve_forever(cfg: ServeConfig) -> (SocketAddr, Option<SocketAddr>) {
+    let a = serve_forever_on(cfg);
+    (a.grpc, a.metrics)
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub grpc: SocketAddr,
+    /// The metrics listener, when `metrics_listen` is on.
+    pub metrics: Option<SocketAddr>,
+    /// The HTTP/JSON listener, when `http_listen` is on.
+    pub http: Option<SocketAddr>,
+}
+
+/// [`serve_forever`], with every listener's address.
+pub fn serve_forever_on(cfg: ServeConfig) -> Addrs {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async move {
             let listening = service::bind(cfg).await.expect("bind");
-            tx.send((listening.local_addr(), listening.metrics_addr()))
-                .expect("report the addresses");
+            tx.send(Addrs {
+                grpc: listening.local_addr(),
+                metrics: listening.metrics_addr(),
+                http: listening.http_addr(),
+            })
+            .expect("report the addresses");
             listening
                 .serve(std::future::pending())
                 .await
@@ -137,6 +157,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The metrics listener, when `metrics_listen` is on.
     pub metrics: Option<SocketAddr>,
+    /// The HTTP/JSON listener, when `http_listen` is on.
+    pub http: Option<SocketAddr>,
     pub stop: tokio::sync::oneshot::Sender<()>,
     pub server: tokio::task::JoinHandle<Result<(), ServiceError>>,
 }
@@ -145,6 +167,7 @@ pub struct Running {
 pub async fn start(cfg: ServeConfig) -> Running {
     let listening = service::bind(cfg).await.expect("bind");
     let (addr, metrics) = (listening.local_addr(), listening.metrics_addr());
+    let http = listening.http_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(listening.serve(async {
         let _ = stopped.await;
@@ -153,6 +176,7 @@ pub async fn start(cfg: ServeConfig) -> Running {
     Running {
         addr,
         metrics,
+        http,
         stop,
         server,
     }

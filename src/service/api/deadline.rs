@@ -1,6 +1,13 @@
-//! A request's deadline, from its `grpc-timeout` metadata.
+//! A request's deadline: from its `grpc-timeout` metadata on the gRPC listener, from its
+//! `x-request-timeout-ms` header on the HTTP one.
 
 use std::time::{Duration, Instant};
+
+use crate::service::error::ServiceError;
+
+/// The HTTP request header of a call's timeout: decimal milliseconds (at most 8 digits, as
+/// `grpc-timeout`), counted from when the server reads the request.
+pub const HTTP_TIMEOUT: &str = "x-request-timeout-ms";
 
 /// Parses a gRPC `grpc-timeout` value (`TimeoutValue TimeoutUnit`: at most 8 ASCII digits and
 /// one of `H M S m u n`), e.g. `100m`, `5S`, `250u`, `1H`. None when malformed.
@@ -28,6 +35,27 @@ pub fn deadline_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option
     Instant::now().checked_add(parse_grpc_timeout(value)?)
 }
 
+/// The deadline an HTTP request's [`HTTP_TIMEOUT`] header asks for, counted from now;
+/// INVALID_ARGUMENT when the header is not a number of milliseconds.
+pub fn deadline_from_headers(headers: &http::HeaderMap) -> Result<Option<Instant>, ServiceError> {
+    let Some(value) = headers.get(HTTP_TIMEOUT) else {
+        return Ok(None);
+    };
+    let ms = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| (1..=8).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ServiceError::invalid(
+                HTTP_TIMEOUT,
+                "must be a whole number of milliseconds, at most 8 digits",
+            )
+        })?;
+    Ok(Instant::now().checked_add(Duration::from_millis(ms)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +70,20 @@ mod tests {
         assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
         for bad in ["", "m", "10", "10x", "-1S", "123456789S", "1.5S", "S5"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn http_timeout_headers_parse_or_are_refused() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(deadline_from_headers(&h).expect("no header"), None);
+        h.insert(HTTP_TIMEOUT, http::HeaderValue::from_static("1500"));
+        let d = deadline_from_headers(&h).expect("ok").expect("a deadline");
+        let left = d.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_millis(1000) && left <= Duration::from_millis(1500));
+        for bad in ["", "1.5", "-1", "1s", "123456789"] {
+            h.insert(HTTP_TIMEOUT, http::HeaderValue::from_static(bad));
+            assert!(deadline_from_headers(&h).is_err(), "{bad:?}");
         }
     }
 

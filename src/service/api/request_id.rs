@@ -18,9 +18,16 @@ pub const TOTAL_TIME: &str = "x-total-time-ms";
 
 /// The id the client sent, or a new one.
 pub fn from_metadata(md: &MetadataMap) -> String {
-    md.get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| is_token(s))
+    keep_or_generate(md.get(REQUEST_ID).and_then(|v| v.to_str().ok()))
+}
+
+/// The id an HTTP request's `x-request-id` header holds, or a new one (as [`from_metadata`]).
+pub fn from_headers(headers: &http::HeaderMap) -> String {
+    keep_or_generate(headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()))
+}
+
+fn keep_or_generate(sent: Option<&str>) -> String {
+    sent.filter(|s| is_token(s))
         .map_or_else(generate, str::to_owned)
 }
 
@@ -47,18 +54,45 @@ pub fn set_timings(
     compute: Option<Duration>,
     total: Duration,
 ) {
-    let mut put = |key: &'static str, d: Duration| {
-        if let Ok(v) = MetadataValue::try_from(ms(d).as_str()) {
+    for (key, value) in timing_values(queue, compute, total) {
+        if let Ok(v) = MetadataValue::try_from(value.as_str()) {
             md.insert(key, v);
         }
-    };
-    if let Some(q) = queue {
-        put(QUEUE_TIME, q);
     }
-    if let Some(c) = compute {
-        put(COMPUTE_TIME, c);
+}
+
+/// Sets `x-request-id` and the timing headers on an HTTP response's headers.
+pub fn set_http_headers(
+    headers: &mut http::HeaderMap,
+    id: &str,
+    timings: Option<(Duration, Duration)>,
+    total: Duration,
+) {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        headers.insert(REQUEST_ID, v);
     }
-    put(TOTAL_TIME, total);
+    let (queue, compute) = timings.unzip();
+    for (key, value) in timing_values(queue, compute, total) {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.insert(key, v);
+        }
+    }
+}
+
+/// The timing headers that apply, with their values.
+fn timing_values(
+    queue: Option<Duration>,
+    compute: Option<Duration>,
+    total: Duration,
+) -> Vec<(&'static str, String)> {
+    [
+        (QUEUE_TIME, queue),
+        (COMPUTE_TIME, compute),
+        (TOTAL_TIME, Some(total)),
+    ]
+    .into_iter()
+    .filter_map(|(key, d)| d.map(|d| (key, ms(d))))
+    .collect()
 }
 
 fn ms(d: Duration) -> String {

@@ -7,17 +7,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
 use crate::service::api::context::{Context, Limits};
 use crate::service::api::deadline::deadline_from_metadata;
 use crate::service::api::faults::Reached;
+use crate::service::api::observe::{observed, Call};
 use crate::service::api::request_id::{self, Timed};
 use crate::service::api::security::Tokens;
 use crate::service::api::stream::ChunkStream;
 use crate::service::api::{bridge, embed, info, rank, stream};
 use crate::service::error::ServiceError;
-use crate::service::ops::metrics;
 use crate::service::proto::{self, diffgap_server::Diffgap};
 use crate::service::request::repository::Repository;
 
@@ -30,10 +29,12 @@ pub struct DiffgapService {
 
 impl DiffgapService {
     pub fn new(repo: Arc<Repository>, limits: Limits) -> Self {
-        Self {
-            ctx: Context { repo, limits },
-            admin: None,
-        }
+        Self::of(Context { repo, limits })
+    }
+
+    /// The service over `ctx` (shared with the HTTP listener).
+    pub fn of(ctx: Context) -> Self {
+        Self { ctx, admin: None }
     }
 
     /// Lets the holders of `admin` tokens call Reload (see [`crate::service::api::security::admin`]).
@@ -42,9 +43,9 @@ impl DiffgapService {
         self
     }
 
-    /// Every unary RPC goes through here, and only here: the request id, the RPC's span
-    /// (carried into the model worker), the RPC-level metrics (recorded once per call) and the
-    /// response metadata (the id echoed, the timing headers).
+    /// Every unary RPC goes through here, and only here: the request id, the call's span and
+    /// metrics ([`observed`], shared with the HTTP listener) and the response metadata (the id
+    /// echoed, the timing headers).
     async fn handle<Req, Resp, Fut>(
         &self,
         rpc: &'static str,
@@ -61,25 +62,17 @@ impl DiffgapService {
         let deadline = deadline_from_metadata(request.metadata());
         let req = request.into_inner();
         let (items, model) = meta(&req);
-        let span = tracing::info_span!(
-            "rpc",
+        let model = model.to_owned();
+        let call = Call {
             rpc,
-            request_id = %id,
+            id: &id,
             items,
-            status = tracing::field::Empty,
-            total_ms = tracing::field::Empty,
-        );
-        let observation = metrics::RpcObservation::start(rpc, self.ctx.model_label(model))
-            .with_deadline(deadline);
-        let out = run(req).instrument(span.clone()).await;
-        let total = observation.elapsed();
-        let _entered = span.enter();
-        span.record("total_ms", total.as_secs_f64() * 1e3);
+            model: &model,
+            deadline,
+        };
+        let (out, total) = observed(&self.ctx, call, run(req)).await;
         match out {
             Ok(resp) => {
-                observation.finish("ok", None);
-                span.record("status", "ok");
-                tracing::debug!("answered");
                 let (queue, compute) = resp.timings().unzip();
                 let mut response = Response::new(resp);
                 request_id::set_id(response.metadata_mut(), &id);
@@ -87,20 +80,7 @@ impl DiffgapService {
                 Ok(response)
             }
             Err(e) => {
-                let unknown_model = matches!(e, ServiceError::ModelNotFound { .. });
                 let mut status = Status::from(e);
-                let code = metrics::code_name(status.code());
-                observation.finish(code, unknown_model.then(|| "unknown".to_owned()));
-                span.record("status", code);
-                // Server faults are logged; refusals (the client's) are counted, and logged
-                // only at debug, so that a flood of bad calls cannot flood the log. Client
-                // strings in the message are capped and escaped where they are echoed.
-                match status.code() {
-                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-                        tracing::error!(message = status.message(), "failed")
-                    }
-                    _ => tracing::debug!(message = status.message(), "refused"),
-                }
                 request_id::set_id(status.metadata_mut(), &id);
                 request_id::set_timings(status.metadata_mut(), None, None, total);
                 Err(status)

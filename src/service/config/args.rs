@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// 127.0.0.1:9090; env: DIFFGAP_METRICS_LISTEN].
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// HTTP/JSON listener address (the API and the OpenAI-compatible /v1/embeddings), "" or
+    /// "off" to disable [default: off; env: DIFFGAP_HTTP_LISTEN].
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Log format [default: text; env: DIFFGAP_LOG_FORMAT].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -138,6 +142,7 @@ impl ServeArgs {
                 self.max_items_per_request.as_ref().map(ToString::to_string),
             ),
             ("metrics_listen", self.metrics_listen.clone()),
+            ("http_listen", self.http_listen.clone()),
             ("log_format", self.log_format.map(value_name)),
             (
                 "drain_timeout_secs",

@@ -11,6 +11,7 @@ pub const KEYS: &[&str] = &[
     "queue_capacity",
     "max_items_per_request",
     "metrics_listen",
+    "http_listen",
     "log_format",
     "drain_timeout_secs",
     "max_connections",

@@ -59,6 +59,10 @@ pub struct ServeConfig {
     pub max_items_per_request: usize,
     /// Address of the Prometheus `/metrics` listener; "" or "off" disables it.
     pub metrics_listen: String,
+    /// Address of the HTTP/JSON listener (the API and the OpenAI-compatible
+    /// `/v1/embeddings`, `api/http`); "" or "off" disables it. Plaintext: with TLS on it must
+    /// be a loopback address.
+    pub http_listen: String,
     /// text or json.
     #[serde(with = "as_value_enum")]
     pub log_format: LogFormat,
@@ -129,6 +133,7 @@ impl Default for ServeConfig {
             queue_capacity: 64,
             max_items_per_request: 64,
             metrics_listen: "127.0.0.1:9090".into(),
+            http_listen: "off".into(),
             log_format: LogFormat::Text,
             drain_timeout_secs: 30,
             max_connections: 1024,
@@ -268,10 +273,24 @@ impl ServeConfig {
         if set(&self.tls_client_ca) && !set(&self.tls_cert) {
             return Err("tls_client_ca: mutual TLS needs tls_cert and tls_key".into());
         }
-        if let Some(m) = self.metrics_addr()? {
+        let metrics = self.metrics_addr()?;
+        if let Some(m) = metrics {
             if m.port() != 0 && m == self.listen {
                 return Err(format!(
                     "metrics_listen: must differ from listen (both are {m})"
+                ));
+            }
+        }
+        if let Some(h) = self.http_addr()? {
+            if h.port() != 0 && (h == self.listen || Some(h) == metrics) {
+                return Err(format!(
+                    "http_listen: must differ from listen and metrics_listen ({h})"
+                ));
+            }
+            if set(&self.tls_cert) && !h.ip().is_loopback() {
+                return Err(format!(
+                    "http_listen: the HTTP listener is plaintext, so with TLS on (tls_cert) it \
+                     must be a loopback address (put a TLS proxy in front), got {h}"
                 ));
             }
         }
@@ -280,13 +299,12 @@ impl ServeConfig {
 
     /// The metrics listener's address, `None` when disabled.
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
-        let v = self.metrics_listen.trim();
-        if v.is_empty() || v.eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        v.parse().map(Some).map_err(|_| {
-            format!("metrics_listen: '{v}' is not an address (host:port), \"\" or \"off\"")
-        })
+        optional_addr("metrics_listen", &self.metrics_listen)
+    }
+
+    /// The HTTP listener's address, `None` when disabled.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, String> {
+        optional_addr("http_listen", &self.http_listen)
     }
 
     /// The gRPC message size limit in bytes: `max_message_bytes`, or the default derived from
@@ -315,6 +333,17 @@ impl ServeConfig {
     }
 }
 
+/// The address of an optional listener's key: `None` for "" or "off".
+fn optional_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("{key}: '{v}' is not an address (host:port), \"\" or \"off\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +361,36 @@ mod tests {
         }
         let back: ServeConfig = toml::from_str(&text).expect("parses back");
         assert_eq!(back.max_message_bytes, Some(cfg.message_limit()));
+    }
+
+    #[test]
+    fn the_http_listener_is_off_by_default_and_checked() {
+        assert_eq!(ServeConfig::default().http_addr(), Ok(None));
+        let on = ServeConfig {
+            http_listen: "127.0.0.1:8080".into(),
+            ..ServeConfig::default()
+        };
+        assert_eq!(on.validate(), Ok(()));
+        let bad = ServeConfig {
+            http_listen: "nowhere".into(),
+            ..ServeConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("http_listen: "));
+        let same = ServeConfig {
+            http_listen: "127.0.0.1:9090".into(),
+            ..ServeConfig::default()
+        };
+        assert!(same
+            .validate()
+            .unwrap_err()
+            .starts_with("http_listen: must differ"));
+        let exposed = ServeConfig {
+            http_listen: "0.0.0.0:8080".into(),
+            tls_cert: "cert.pem".into(),
+            tls_key: "key.pem".into(),
+            ..ServeConfig::default()
+        };
+        assert!(exposed.validate().unwrap_err().contains("loopback"));
     }
 
     #[test]

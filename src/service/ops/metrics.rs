@@ -3,9 +3,10 @@
 //! registered at zero before the first request, and a small `/metrics` listener per server.
 //!
 //! Who records what:
-//! - the RPC layer ([`RpcObservation`], used by every handler through one helper in
-//!   `api/service.rs`, and [`record_rpc`] for the calls refused before a handler, in
-//!   `api/faults.rs`): `diffgap_requests_total`, `diffgap_request_duration_seconds`,
+//! - the RPC layer ([`RpcObservation`], used by every handler of either listener through
+//!   `api/observe.rs`, and [`record_rpc`] for the calls refused before a handler, in
+//!   `api/faults.rs` and `api/http`; an HTTP route's `rpc` label is in [`HTTP_ROUTES`]):
+//!   `diffgap_requests_total`, `diffgap_request_duration_seconds`,
 //!   `diffgap_inflight_requests`;
 //! - the model worker: `diffgap_queue_depth`, `diffgap_active_rows`, `diffgap_batch_rows`,
 //!   `diffgap_queue_duration_seconds`, `diffgap_compute_duration_seconds`,
@@ -55,6 +56,15 @@ pub const RPCS: [&str; 7] = [
     "Embed",
     "Info",
     "Reload",
+];
+/// The `rpc` label of the HTTP listener's API routes: "http:" and the route's path.
+pub const HTTP_ROUTES: [&str; 6] = [
+    "http:/v1/embed",
+    "http:/v1/bridge",
+    "http:/v1/refine",
+    "http:/v1/rank",
+    "http:/v1/info",
+    "http:/v1/embeddings",
 ];
 /// The values of the `reason` label of `diffgap_requests_dropped_total`.
 pub const DROP_REASONS: [&str; 2] = ["deadline", "cancelled"];
@@ -199,7 +209,7 @@ fn register() {
     let _ = histogram!(BATCH_ROWS);
     let _ = histogram!(QUEUE_DURATION);
     let _ = histogram!(COMPUTE_DURATION);
-    for rpc in RPCS {
+    for rpc in RPCS.into_iter().chain(HTTP_ROUTES) {
         let _ = histogram!(REQUEST_DURATION, "rpc" => rpc);
     }
     counter!(DENOISING_STEPS).increment(0);
@@ -227,7 +237,7 @@ pub fn model_loaded(name: &str, space: &str, dim: usize, device: &str) {
         "version" => env!("CARGO_PKG_VERSION"),
     )
     .set(1.0);
-    for rpc in RPCS {
+    for rpc in RPCS.into_iter().chain(HTTP_ROUTES) {
         counter!(REQUESTS, "rpc" => rpc, "model" => name.to_owned(), "status" => "ok").increment(0);
     }
 }

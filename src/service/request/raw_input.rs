@@ -268,6 +268,7 @@ mod tests {
             max_audio_seconds: 10.0,
             video_shape: None,
             dim: 8,
+            tokenizer: None,
         }
     }
 

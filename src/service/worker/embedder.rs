@@ -72,6 +72,10 @@ pub fn info_of(set: &EncoderSet) -> EmbedderInfo {
         max_audio_seconds: m.audio.as_ref().map_or(0.0, |a| a.max_seconds),
         video_shape: m.video.as_ref().map(|v| (v.frames, v.height, v.width)),
         dim: m.dim,
+        tokenizer: set
+            .text
+            .as_ref()
+            .map(|t| std::sync::Arc::new(t.tokenizer().clone())),
     }
 }
 

@@ -22,6 +22,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The message of the refusal, for either transport.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Missing => {
+                "missing bearer token: send the header 'authorization: Bearer <token>'"
+            }
+            Refusal::Invalid => "invalid bearer token",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Refusal::Missing => "missing",
@@ -30,12 +40,7 @@ impl Refusal {
     }
 
     fn status(self) -> tonic::Status {
-        match self {
-            Refusal::Missing => tonic::Status::unauthenticated(
-                "missing bearer token: send the header 'authorization: Bearer <token>'",
-            ),
-            Refusal::Invalid => tonic::Status::unauthenticated("invalid bearer token"),
-        }
+        tonic::Status::unauthenticated(self.message())
     }
 }
 
@@ -59,6 +64,21 @@ pub fn authorize(
     } else {
         Err(Refusal::Invalid)
     }
+}
+
+/// [`authorize`] when `tokens` are configured, with a refusal counted and logged.
+fn check(
+    tokens: Option<&Tokens>,
+    path: &str,
+    authorization: Option<&http::HeaderValue>,
+) -> Result<(), Refusal> {
+    let Some(tokens) = tokens else {
+        return Ok(());
+    };
+    authorize(tokens, path, authorization).inspect_err(|refusal| {
+        metrics::counter!(UNAUTHENTICATED, "reason" => refusal.label()).increment(1);
+        tracing::debug!(path, reason = refusal.label(), "refused: UNAUTHENTICATED");
+    })
 }
 
 /// Registers [`UNAUTHENTICATED`] at zero (called when the metrics recorder is installed and
@@ -96,6 +116,17 @@ impl BearerAuthLayer {
     /// Whether calls need a token.
     pub fn enabled(&self) -> bool {
         self.tokens.is_some()
+    }
+
+    /// Checks a call to `path` with its `authorization` header (any call passes when
+    /// authentication is off); a refusal is counted in [`UNAUTHENTICATED`] and logged at
+    /// debug. The HTTP listener calls it for every route but its health ones.
+    pub fn check(
+        &self,
+        path: &str,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Result<(), Refusal> {
+        check(self.tokens.as_deref(), path, authorization)
     }
 
     /// How many tokens are accepted (`None`: no authentication).
@@ -140,22 +171,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        if let Some(tokens) = &self.tokens {
-            let verdict = authorize(
-                tokens,
-                req.uri().path(),
-                req.headers().get(http::header::AUTHORIZATION),
-            );
-            if let Err(refusal) = verdict {
-                metrics::counter!(UNAUTHENTICATED, "reason" => refusal.label()).increment(1);
-                tracing::debug!(
-                    path = req.uri().path(),
-                    reason = refusal.label(),
-                    "refused: UNAUTHENTICATED"
-                );
-                let response = refusal.status().into_http::<ResBody>();
-                return Box::pin(std::future::ready(Ok(response)));
-            }
+        let verdict = check(
+            self.tokens.as_deref(),
+            req.uri().path(),
+            req.headers().get(http::header::AUTHORIZATION),
+        );
+        if let Err(refusal) = verdict {
+            let response = refusal.status().into_http::<ResBody>();
+            return Box::pin(std::future::ready(Ok(response)));
         }
         Box::pin(self.inner.call(req))
     }

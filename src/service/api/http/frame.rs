@@ -1,0 +1,152 @@
+//! What every HTTP API call goes through, and only here: its request id, the bearer token,
+//! its deadline, its body (under the size limit, then JSON), the shared span and metrics
+//! ([`observed`]), and the answer's headers (the id echoed, the timing headers).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use tonic_health::pb::health_server::Health;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::server::HealthService;
+
+use super::body::read_json;
+use super::reply::{self, Style};
+use crate::service::api::context::Context;
+use crate::service::api::deadline::deadline_from_headers;
+use crate::service::api::observe::{observed, Call};
+use crate::service::api::request_id;
+use crate::service::api::security::BearerAuthLayer;
+use crate::service::error::ServiceError;
+use crate::service::ops::metrics;
+
+/// What the HTTP listener shares with the gRPC one.
+pub struct Shared {
+    pub ctx: Context,
+    pub auth: BearerAuthLayer,
+    /// The largest request body, in bytes (`max_message_bytes`).
+    pub body_limit: usize,
+    /// gRPC health's statuses, which readiness follows.
+    pub health: tonic_health::server::HealthReporter,
+    /// The service name health reports the API under.
+    pub service: &'static str,
+}
+
+/// The HTTP API's state: the gRPC handlers' context, and the listener's own settings.
+pub struct HttpApi {
+    ctx: Context,
+    auth: BearerAuthLayer,
+    body_limit: usize,
+    health: HealthService,
+    service: &'static str,
+}
+
+/// A route's answer: its JSON, and the worker's (queue, compute) when it got that far.
+pub struct Answer {
+    pub json: serde_json::Value,
+    pub timings: Option<(Duration, Duration)>,
+}
+
+impl HttpApi {
+    pub fn new(s: Shared) -> Self {
+        Self {
+            ctx: s.ctx,
+            auth: s.auth,
+            body_limit: s.body_limit,
+            health: HealthService::from_health_reporter(s.health),
+            service: s.service,
+        }
+    }
+
+    pub fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Whether gRPC health reports the API SERVING (readiness).
+    pub async fn serving(&self) -> bool {
+        let check = HealthCheckRequest {
+            service: self.service.into(),
+        };
+        self.health
+            .check(tonic::Request::new(check))
+            .await
+            .is_ok_and(|r| {
+                r.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            })
+    }
+
+    /// Runs the route `route` on `request`: the JSON body read into `Req` (an empty body is
+    /// `{}`), then `run(req, deadline)` as a call labelled by `meta(&req)` = (items, model).
+    /// Errors are answered in `style`.
+    pub async fn call<Req, Fut>(
+        &self,
+        (route, style): (&'static str, Style),
+        request: axum::extract::Request,
+        meta: fn(&Req) -> (usize, &str),
+        run: impl FnOnce(Req, Option<Instant>) -> Fut,
+    ) -> Response
+    where
+        Req: DeserializeOwned,
+        Fut: Future<Output = Result<Answer, ServiceError>>,
+    {
+        let t0 = Instant::now();
+        let (parts, body) = request.into_parts();
+        let id = request_id::from_headers(&parts.headers);
+        let authorization = parts.headers.get(http::header::AUTHORIZATION);
+        if let Err(refusal) = self.auth.check(parts.uri.path(), authorization) {
+            let e = ServiceError::Unauthenticated(refusal.message().into());
+            return reply::error(style, &id, t0.elapsed(), &e);
+        }
+        let (req, deadline) = match self.read::<Req>(&parts.headers, body).await {
+            Ok(read) => read,
+            Err(e) => {
+                // Counted as gRPC counts undecodable messages: no model named yet.
+                let code = metrics::code_name(e.code());
+                metrics::record_rpc(route, metrics::UNKNOWN_MODEL.into(), code, t0.elapsed());
+                return reply::error(style, &id, t0.elapsed(), &e);
+            }
+        };
+        let (items, model) = meta(&req);
+        let model = model.to_owned();
+        let call = Call {
+            rpc: route,
+            id: &id,
+            items,
+            model: &model,
+            deadline,
+        };
+        let (out, total) = observed(&self.ctx, call, within(deadline, run(req, deadline))).await;
+        match out {
+            Ok(a) => reply::json(&id, a.timings, total, &a.json),
+            Err(e) => reply::error(style, &id, total, &e),
+        }
+    }
+
+    async fn read<Req: DeserializeOwned>(
+        &self,
+        headers: &http::HeaderMap,
+        body: Body,
+    ) -> Result<(Req, Option<Instant>), ServiceError> {
+        let deadline = deadline_from_headers(headers)?;
+        let req = read_json(body, headers, self.body_limit).await?;
+        Ok((req, deadline))
+    }
+}
+
+/// `run`, or DEADLINE_EXCEEDED once `deadline` passes (at once if it already has: the
+/// gRPC transport does the same with `grpc-timeout`).
+async fn within<T>(
+    deadline: Option<Instant>,
+    run: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
+    match deadline {
+        None => run.await,
+        Some(d) if d <= Instant::now() => Err(ServiceError::DeadlineExceeded),
+        Some(d) => tokio::time::timeout_at(d.into(), run)
+            .await
+            .unwrap_or(Err(ServiceError::DeadlineExceeded)),
+    }
+}
