@@ -200,6 +200,8 @@ def main():
             if any(x < 0 for x in w.values()):
                 fail(f"{mode}: negative weights {w}; the threshold bound needs non-negative ones")
             terms = [(t, x, *vectors[t]) for t, x in w.items() if x != 0]
+            if not terms:
+                fail(f"{mode}: every weight is zero: {w}")
             got, depth = fused_top_k(client, collection, terms, args.top_k, n)
             want = call(args.base_url, args.token, "/v1/rank", {
                 "model": meta["model"], "query_modality": "text", "raw_query": {"text": text},
