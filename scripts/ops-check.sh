@@ -10,7 +10,9 @@
 #     binary and model, with bearer tokens on: the Kubernetes ConfigMap's configuration
 #     loads; the Python client (grpcio-tools stubs), the grpcio-health-checking and
 #     grpcio-reflection clients; the official openai client against the HTTP listener's
-#     OpenAI-compatible /v1/embeddings; promtool check metrics on a live scrape, which must also
+#     OpenAI-compatible /v1/embeddings; a catalog built and exported (diffgap catalog export)
+#     into Qdrant through the official qdrant-client (local mode), ranked there as the server's
+#     Rank ranks it (examples/qdrant/); promtool check metrics on a live scrape, which must also
 #     hold every metric the alerts and the dashboard use; SIGTERM drains and exits 0.
 # Each validator is also shown a broken input that it must refuse, so that no check passes
 # by checking nothing. Ends with "N passed, 0 failed".
@@ -123,13 +125,23 @@ BIN="$STAGE/opt/diffgap/bin/diffgap"
 env -i "$BIN" config print --config "$TMP/configmap.toml" >/dev/null || fail "the ConfigMap's diffgap.toml"
 ok "deploy/k8s/configmap.yaml's diffgap.toml loads (diffgap config print)"
 
+# A catalog of the real corpus's held-out test sounds (built by scripts/build-default-model.sh)
+# for the staged model, served below and exported for the Qdrant example.
+MODEL="$STAGE/opt/diffgap/models/default"
+env -i "$BIN" catalog build --model "$MODEL" --pairs .cache/real/projection/pairs-test.safetensors \
+  --modality audio --out "$TMP/catalogs/sounds" --device cpu >"$TMP/catalog.log" 2>&1 \
+  || { cat "$TMP/catalog.log" >&2; fail "diffgap catalog build"; }
+env -i "$BIN" catalog export --model "$MODEL" --catalog "$TMP/catalogs/sounds" --out "$TMP/export" >>"$TMP/catalog.log" 2>&1 \
+  || { cat "$TMP/catalog.log" >&2; fail "diffgap catalog export"; }
+ok "diffgap catalog build and export: $(tail -n 1 "$TMP/catalog.log")"
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="$(free_port)"; MPORT="$(free_port)"; HPORT="$(free_port)"
 TOKEN="ops-check-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 (cd "$STAGE/opt/diffgap" && exec env -i PATH="/usr/bin:/bin" DIFFGAP_CONFIG="$STAGE/etc/diffgap/diffgap.toml" \
   DIFFGAP_AUTH_TOKENS="$TOKEN" RUST_LOG=info "$BIN" serve --model "$STAGE/opt/diffgap/models/default" \
   --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" --http-listen "127.0.0.1:$HPORT" \
-  --device cpu --log-format text) >"$TMP/server.log" 2>&1 &
+  --catalogs "$TMP/catalogs" --device cpu --log-format text) >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 300); do
   "$BIN" health --addr "127.0.0.1:$PORT" --timeout-secs 2 >/dev/null 2>&1 && break
@@ -155,6 +167,16 @@ ok "grpcio-health-checking (Check, Watch, no token) and grpcio-reflection (token
 "$PY" examples/python/openai_client.py --base-url "http://127.0.0.1:$HPORT/v1" --token "$TOKEN" >"$TMP/openai.log" 2>&1 \
   || { cat "$TMP/openai.log" >&2; fail "examples/python/openai_client.py"; }
 ok "openai client (PyPI) on the HTTP listener's /v1/embeddings: default, float, base64, extra_body bridge_to, errors ($(grep -c '^ok:' "$TMP/openai.log") checks)"
+
+"$PY" examples/qdrant/qdrant_rank.py --export "$TMP/export" --base-url "http://127.0.0.1:$HPORT" --token "$TOKEN" >"$TMP/qdrant.log" 2>&1 \
+  || { cat "$TMP/qdrant.log" >&2; fail "examples/qdrant/qdrant_rank.py"; }
+ok "qdrant-client (PyPI, local mode): the exported catalog, two named vectors a point, ranks as diffgap's Rank (contrastive, bridged, reverse, fused; $(grep -c '^ok:' "$TMP/qdrant.log") checks)"
+# A query bridged otherwise than Rank bridges it (1 step, not the export's) must be caught.
+mkdir -p "$TMP/export-bad" && cp "$TMP/export/entries.jsonl" "$TMP/export-bad/"
+sed 's/"steps": [0-9]*/"steps": 1/' "$TMP/export/export.json" >"$TMP/export-bad/export.json"
+must_fail "examples/qdrant/qdrant_rank.py" "$PY" examples/qdrant/qdrant_rank.py --export "$TMP/export-bad" \
+  --base-url "http://127.0.0.1:$HPORT" --token "$TOKEN" --query "a dog barking"
+grep -q "FAILED: bridged" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "the Qdrant example did not catch a wrongly bridged query"; }
 
 "$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=10).read().decode())" >"$TMP/metrics.txt" \
   || fail "scraping /metrics"

