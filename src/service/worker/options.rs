@@ -14,6 +14,10 @@ pub struct WorkerOptions {
     pub max_batch_rows: usize,
     /// Requests that may wait in the queue (shared out over the instances).
     pub queue_capacity: usize,
+    /// Most bridge work (row-steps: rows x samples x steps) outstanding on one instance,
+    /// running or waiting; more is refused, except on an idle instance (0: see
+    /// [`WorkerOptions::row_step_budget`]).
+    pub max_queue_row_steps: usize,
     pub batching: Batching,
     /// When idle, how long the first arriving request may wait for others before the first
     /// step (zero: start at once).
@@ -31,6 +35,7 @@ impl WorkerOptions {
         Self {
             max_batch_rows,
             queue_capacity,
+            max_queue_row_steps: 0,
             batching: Batching::Step,
             max_batch_wait: Duration::ZERO,
             instances: 1,
@@ -49,6 +54,18 @@ impl WorkerOptions {
         Self { instances, ..self }
     }
 
+    /// The row-step budget of an instance: `max_queue_row_steps`, or by default
+    /// [`AUTO_ROW_STEPS_PER_BATCH_ROW`] per batch row (a full batch of 50-step rows twice
+    /// over, or of the 10-step default ten times).
+    pub fn row_step_budget(&self) -> usize {
+        match self.max_queue_row_steps {
+            0 => self
+                .max_batch_rows
+                .saturating_mul(AUTO_ROW_STEPS_PER_BATCH_ROW),
+            n => n,
+        }
+    }
+
     /// The intra-op threads each instance sets, or `None` to leave libtorch's default.
     pub fn threads_per_instance(&self) -> Option<usize> {
         self.threads_per_instance_on(cores())
@@ -63,6 +80,9 @@ impl WorkerOptions {
     }
 }
 
+/// The default row-step budget per row of `max_batch_rows`.
+pub const AUTO_ROW_STEPS_PER_BATCH_ROW: usize = 100;
+
 /// The cores this process may run on.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -73,6 +93,7 @@ impl From<&ServeConfig> for WorkerOptions {
         Self {
             max_batch_rows: cfg.max_batch_rows,
             queue_capacity: cfg.queue_capacity,
+            max_queue_row_steps: cfg.max_queue_row_steps,
             batching: cfg.batching,
             max_batch_wait: Duration::from_millis(cfg.max_batch_wait_ms),
             instances: cfg.instances,
