@@ -36,7 +36,8 @@ pub struct ServeArgs {
     /// [default: 64; env: DIFFGAP_QUEUE_CAPACITY].
     #[arg(long)]
     pub queue_capacity: Option<usize>,
-    /// Most row-steps outstanding on one model instance; 0: 100 per max_batch_rows
+    /// Most row-steps outstanding on one model instance; 0: 100 per max_batch_rows, at least
+    /// 25600
     /// [default: 0; env: DIFFGAP_MAX_QUEUE_ROW_STEPS].
     #[arg(long)]
     pub max_queue_row_steps: Option<usize>,

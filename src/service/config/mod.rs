@@ -59,7 +59,7 @@ pub struct ServeConfig {
     pub queue_capacity: usize,
     /// Most bridge work (rows x samples x steps) outstanding on one model instance; more is
     /// refused with RESOURCE_EXHAUSTED (a larger request still runs on an idle instance).
-    /// 0: 100 per `max_batch_rows`.
+    /// 0: 100 per `max_batch_rows`, at least 25,600.
     pub max_queue_row_steps: usize,
     /// Most model calls in flight over the server, checked before a call's body is read;
     /// more are refused with RESOURCE_EXHAUSTED. 0: no limit.

@@ -56,11 +56,13 @@ impl WorkerOptions {
 
     /// The row-step budget of an instance: `max_queue_row_steps`, or by default
     /// [`AUTO_ROW_STEPS_PER_BATCH_ROW`] per batch row (a full batch of 50-step rows twice
-    /// over, or of the 10-step default ten times).
+    /// over, or of the 10-step default ten times), and no less than the default batch's
+    /// (a small batch is a latency setting, not a reason to refuse work the queue can hold).
     pub fn row_step_budget(&self) -> usize {
         match self.max_queue_row_steps {
             0 => self
                 .max_batch_rows
+                .max(DEFAULT_BATCH_ROWS)
                 .saturating_mul(AUTO_ROW_STEPS_PER_BATCH_ROW),
             n => n,
         }
@@ -82,6 +84,8 @@ impl WorkerOptions {
 
 /// The default row-step budget per row of `max_batch_rows`.
 pub const AUTO_ROW_STEPS_PER_BATCH_ROW: usize = 100;
+/// The default `max_batch_rows`, the least the default budget is counted from.
+const DEFAULT_BATCH_ROWS: usize = 256;
 
 /// The cores this process may run on.
 fn cores() -> usize {
@@ -105,6 +109,21 @@ impl From<&ServeConfig> for WorkerOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_row_step_budget_is_set_or_follows_the_batch() {
+        let budget = |rows, set| {
+            WorkerOptions {
+                max_queue_row_steps: set,
+                ..WorkerOptions::new(rows, 8)
+            }
+            .row_step_budget()
+        };
+        assert_eq!(budget(256, 0), 25_600);
+        assert_eq!(budget(1024, 0), 102_400);
+        assert_eq!(budget(3, 0), 25_600, "no less than the default batch's");
+        assert_eq!(budget(3, 500), 500);
+    }
 
     #[test]
     fn auto_instances_are_one_per_core_on_the_cpu_and_one_on_a_gpu() {

@@ -38,7 +38,7 @@ impl Pace {
     /// A step of `rows` rows took `took`.
     pub fn record(&self, rows: usize, took: Duration) {
         let secs = took.as_secs_f64();
-        if rows == 0 || !(secs > 0.0) {
+        if rows == 0 || secs <= 0.0 || secs.is_nan() {
             return;
         }
         blend(&self.step_secs, secs);
