@@ -18,8 +18,15 @@ struct Server {
 
 impl Server {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A server whose configuration `edit` changes.
+    fn with(edit: impl FnOnce(&mut diffgap::service::ServeConfig)) -> Self {
         let model = support::tiny_model();
-        let (addr, _) = support::serve_forever(support::serve_config(&model));
+        let mut cfg = support::serve_config(&model);
+        edit(&mut cfg);
+        let (addr, _) = support::serve_forever(cfg);
         let dir = tempfile::tempdir().expect("tempdir");
         Self {
             json: dir.path().join("summary.json"),
@@ -219,4 +226,79 @@ fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("--in-process-cpus [100000]"), "{stderr}");
+}
+
+/// An overloaded server (one row at a time, one request waiting): loadgen counts the refusals
+/// apart from other failures, spreads its clients over several connections, reads the
+/// server's memory, and `loadgen-summary overload` judges the two levels.
+#[test]
+fn loadgen_counts_refusals_apart_and_judges_an_overload() {
+    let server = Server::with(|cfg| {
+        cfg.queue_capacity = 1;
+        cfg.max_batch_rows = 1;
+    });
+    let out = server
+        .loadgen()
+        .args([
+            "--steps",
+            "20",
+            "--concurrency",
+            "1,8",
+            "--connections",
+            "3",
+        ])
+        .args([
+            "--requests",
+            "100000",
+            "--max-seconds",
+            "3",
+            "--warmup-seconds",
+            "0.5",
+        ])
+        .args(["--no-in-process", "--ratio-rounds", "0", "--honor-pushback"])
+        .args(["--server-pid", &std::process::id().to_string()])
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 connection(s)"), "{stdout}");
+    let s = server.summary();
+    let over = &s["closed"][1];
+    assert_eq!(over["load"], "conc 8", "{over}");
+    let refused = over["refused"].as_u64().expect("refused");
+    assert!(
+        refused > 0,
+        "one row at a time refuses some of 8 clients: {over}"
+    );
+    assert_eq!(
+        over["errors"].as_u64(),
+        Some(refused),
+        "only refusals: {over}"
+    );
+    assert_eq!(over["other_errors"], serde_json::json!({}), "{over}");
+    assert!(
+        over["refusal_p99_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{over}"
+    );
+    assert!(
+        over["server_rss_mib"].as_f64().is_some_and(|m| m > 1.0),
+        "{over}"
+    );
+    let table = support::diffgap_command()
+        .args(["loadgen-summary", "overload"])
+        .arg(&server.json)
+        .args(["--saturating", "1", "--overloaded", "8"])
+        .output()
+        .expect("loadgen-summary");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{text}");
+    assert!(
+        text.contains("| failures other than RESOURCE_EXHAUSTED | 0.000 | 0 | yes |"),
+        "{text}"
+    );
+    assert!(text.contains("| conc 8 |"), "{text}");
 }

@@ -57,6 +57,7 @@ fn level(load: &str, requests_per_s: f64, p99_ms: f64) -> LevelSummary {
         p50_ms: 5.0,
         p95_ms: 8.0,
         p99_ms,
+        ..LevelSummary::default()
     }
 }
 

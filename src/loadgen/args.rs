@@ -15,6 +15,18 @@ pub struct LoadgenArgs {
     /// Closed-loop concurrency levels (empty skips the closed loop).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub concurrency: Vec<usize>,
+    /// Connections to the server; the clients of a level take them in turn (many clients
+    /// arrive over many connections).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Closed loop: a client refused with a `grpc-retry-pushback-ms` trailer waits that long
+    /// (at most 10 s) before its next request, as a gRPC client with a retry policy does
+    /// (gRFC A6). Without it, a refused client sends its next request at once.
+    #[arg(long)]
+    pub honor_pushback: bool,
+    /// The server's process id: its resident memory is read (Linux /proc) after each level.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Requests per closed-loop level.
     #[arg(long, default_value_t = 400)]
     pub requests: usize,
@@ -94,6 +106,9 @@ pub struct LoadgenArgs {
 impl LoadgenArgs {
     /// The values clap cannot check alone.
     pub fn check(&self) -> Result<()> {
+        if self.connections == 0 || self.connections > 4096 {
+            bail!("--connections must be in 1..=4096");
+        }
         if self.steps.is_empty() || self.steps.contains(&0) {
             bail!("--steps needs step counts of at least 1");
         }

@@ -26,6 +26,8 @@ pub(super) struct Load {
     items: usize,
     samples: usize,
     timeout: Duration,
+    /// Whether a refused closed-loop client waits out the server's retry pushback.
+    pub honor_pushback: bool,
 }
 
 impl Load {
@@ -36,6 +38,7 @@ impl Load {
             items: args.items,
             samples: args.samples,
             timeout: Duration::from_secs_f64(args.timeout),
+            honor_pushback: args.honor_pushback,
         }
     }
 
@@ -56,6 +59,18 @@ impl Load {
         req.set_timeout(self.timeout);
         req
     }
+}
+
+/// The retry delay a refusal asks for (its `grpc-retry-pushback-ms`), at most 10 s.
+pub(super) fn pushback(status: &tonic::Status) -> Option<Duration> {
+    let ms: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms.min(10_000)))
 }
 
 /// A deterministic pseudo-random vector with components in [-0.5, 0.5).
@@ -96,15 +111,20 @@ pub struct ReadyServer {
     pub to: String,
 }
 
-/// Connects to `addr` and waits (at most 120 s) for a server still starting to answer Info.
-pub async fn ready_server(addr: &str) -> Result<ReadyServer> {
+/// A client of `addr` on a connection of its own, made on first use.
+pub fn lazy_client(addr: &str) -> Result<DiffgapClient<Channel>> {
     let channel = Channel::from_shared(addr.to_owned())
         .context("--addr")?
-        // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
         .connect_lazy();
-    let mut client = DiffgapClient::new(channel)
+    Ok(DiffgapClient::new(channel)
         .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_encoding_message_size(64 << 20))
+}
+
+/// Connects to `addr` and waits (at most 120 s) for a server still starting to answer Info.
+pub async fn ready_server(addr: &str) -> Result<ReadyServer> {
+    // Connects on first use; a server still starting answers UNAVAILABLE, retried below.
+    let mut client = lazy_client(addr)?;
     let ready_by = Instant::now() + Duration::from_secs(120);
     let info = loop {
         match client.info(InfoRequest {}).await {
@@ -136,12 +156,16 @@ pub async fn ready_server(addr: &str) -> Result<ReadyServer> {
     })
 }
 
-/// A client of `--addr` and the model it serves (its first model and direction), once the
-/// server answers Info.
-pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel>, Target)> {
+/// `--connections` clients of `--addr` (each on its own connection) and the model it serves
+/// (its first model and direction), once the server answers Info.
+pub(super) async fn connect(args: &LoadgenArgs) -> Result<(Vec<DiffgapClient<Channel>>, Target)> {
     let s = ready_server(&args.addr).await?;
+    let mut clients = vec![s.client];
+    for _ in 1..args.connections {
+        clients.push(lazy_client(&args.addr)?);
+    }
     println!(
-        "server {} ({}, model {}, dim {}, {}->{}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request",
+        "server {} ({}, model {}, dim {}, {}->{}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request, {} connection(s)",
         args.addr,
         s.device,
         s.model.name,
@@ -155,14 +179,15 @@ pub(super) async fn connect(args: &LoadgenArgs) -> Result<(DiffgapClient<Channel
         },
         args.steps,
         args.items,
-        args.samples
+        args.samples,
+        args.connections
     );
     let target = Target {
         dim: s.model.dim as usize,
         from: s.from,
         to: s.to,
     };
-    Ok((s.client, target))
+    Ok((clients, target))
 }
 
 #[cfg(test)]

@@ -11,11 +11,15 @@ use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 use super::args::LoadgenArgs;
-use super::load::{one, Load};
+use super::load::{one, pushback, Load};
+use super::outcome::Failures;
 use super::summary::LevelSummary;
 use super::DiffgapClient;
 
-fn histogram() -> Histogram<u64> {
+/// The clients of a run, one per connection; load clients take them in turn.
+pub(super) type Clients = [DiffgapClient<Channel>];
+
+pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -23,7 +27,7 @@ fn histogram() -> Histogram<u64> {
 #[derive(Debug)]
 pub struct LevelResult {
     pub ok: u64,
-    pub errors: u64,
+    pub failures: Failures,
     /// The time the rate is counted over, and the successful requests answered in it.
     pub wall: Duration,
     pub ok_in_wall: u64,
@@ -32,6 +36,16 @@ pub struct LevelResult {
 }
 
 impl LevelResult {
+    fn empty() -> Self {
+        Self {
+            ok: 0,
+            failures: Failures::default(),
+            wall: Duration::ZERO,
+            ok_in_wall: 0,
+            latency: histogram(),
+        }
+    }
+
     pub fn requests_per_s(&self) -> f64 {
         self.ok_in_wall as f64 / self.wall.as_secs_f64().max(1e-9)
     }
@@ -44,12 +58,17 @@ impl LevelResult {
         LevelSummary {
             load: load.to_owned(),
             ok: self.ok,
-            errors: self.errors,
+            errors: self.failures.total(),
             requests_per_s: self.requests_per_s(),
             items_per_s: self.requests_per_s() * items as f64,
             p50_ms: self.ms(0.5),
             p95_ms: self.ms(0.95),
             p99_ms: self.ms(0.99),
+            refused: self.failures.refused,
+            refusal_p50_ms: self.failures.refusal_ms(0.5),
+            refusal_p99_ms: self.failures.refusal_ms(0.99),
+            other_errors: self.failures.other.clone(),
+            server_rss_mib: None,
         }
     }
 }
@@ -78,7 +97,7 @@ impl LevelTime {
 /// client was still sending (up to the first client's stop), so that the drain at the end,
 /// with fewer clients, does not lower the saturation figure.
 pub(super) async fn closed_loop(
-    client: &DiffgapClient<Channel>,
+    clients: &Clients,
     load: &Arc<Load>,
     concurrency: usize,
     requests: usize,
@@ -88,12 +107,13 @@ pub(super) async fn closed_loop(
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (mut client, load, next) = (client.clone(), load.clone(), next.clone());
+    for k in 0..concurrency.max(1) {
+        let mut client = clients[k % clients.len()].clone();
+        let (load, next) = (load.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             // Latency of all requests, and of those sent after the warm-up.
             let (mut all, mut h) = (histogram(), histogram());
-            let (mut ok, mut errors) = (0u64, 0u64);
+            let (mut ok, mut failures) = (0u64, Failures::default());
             let mut answered = Vec::new();
             let stopped = loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -113,32 +133,31 @@ pub(super) async fn closed_loop(
                         answered.push(start.elapsed());
                     }
                     Err(status) => {
-                        errors += 1;
-                        if errors == 1 {
+                        // Refusals are counted, not logged: an overload run has thousands.
+                        let refusal = status.code() == tonic::Code::ResourceExhausted;
+                        if !refusal && failures.other.is_empty() {
                             tracing::warn!("request failed: {status}");
+                        }
+                        failures.record(status.code(), t.elapsed(), steady);
+                        if let Some(wait) = pushback(&status).filter(|_| load.honor_pushback) {
+                            tokio::time::sleep(wait).await;
                         }
                     }
                 }
             };
-            (all, h, ok, errors, answered, stopped)
+            (all, h, ok, failures, answered, stopped)
         }));
     }
     let mut all = histogram();
-    let mut out = LevelResult {
-        ok: 0,
-        errors: 0,
-        wall: Duration::ZERO,
-        ok_in_wall: 0,
-        latency: histogram(),
-    };
+    let mut out = LevelResult::empty();
     let mut answered = Vec::new();
     let mut first_stop = None::<Duration>;
     for task in tasks {
-        if let Ok((a, h, ok, errors, times, stopped)) = task.await {
+        if let Ok((a, h, ok, failures, times, stopped)) = task.await {
             all.add(&a).expect("same bounds");
             out.latency.add(&h).expect("same bounds");
             out.ok += ok;
-            out.errors += errors;
+            out.failures.merge(failures);
             answered.extend(times);
             first_stop = Some(first_stop.map_or(stopped, |s| s.min(stopped)));
         }
@@ -172,7 +191,7 @@ fn counting_window(
 
 /// Requests sent at `rate` per second for `duration`; latency from each scheduled send time.
 pub(super) async fn open_loop(
-    client: &DiffgapClient<Channel>,
+    clients: &Clients,
     load: &Arc<Load>,
     rate: f64,
     duration: Duration,
@@ -183,26 +202,23 @@ pub(super) async fn open_loop(
     for i in 0..n {
         let at = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(at.into()).await;
-        let (mut client, load) = (client.clone(), load.clone());
+        let (mut client, load) = (clients[i % clients.len()].clone(), load.clone());
         tasks.push(tokio::spawn(async move {
             let r = one(&mut client, &load, i).await;
-            (r.is_ok(), at.elapsed())
+            (r.map_err(|s| s.code()), at.elapsed())
         }));
     }
-    let mut out = LevelResult {
-        ok: 0,
-        errors: 0,
-        wall: Duration::ZERO,
-        ok_in_wall: 0,
-        latency: histogram(),
-    };
+    let mut out = LevelResult::empty();
     for task in tasks {
         match task.await {
-            Ok((true, latency)) => {
+            Ok((Ok(()), latency)) => {
                 out.ok += 1;
                 out.latency.saturating_record(latency.as_micros() as u64);
             }
-            _ => out.errors += 1,
+            Ok((Err(code), latency)) => out.failures.record(code, latency, true),
+            Err(_) => out
+                .failures
+                .record(tonic::Code::Unknown, Duration::ZERO, true),
         }
     }
     out.wall = start.elapsed();
@@ -235,10 +251,9 @@ mod tests {
     fn quantiles_in_milliseconds() {
         let mut r = LevelResult {
             ok: 100,
-            errors: 0,
             wall: Duration::from_secs(2),
             ok_in_wall: 100,
-            latency: histogram(),
+            ..LevelResult::empty()
         };
         for us in 1..=100u64 {
             r.latency.record(us * 1000).expect("in range");

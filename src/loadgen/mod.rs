@@ -15,10 +15,12 @@
 //! - [`args`]: the command line;
 //! - [`load`]: the requests and the connection to the server;
 //! - [`loops`]: the closed and open loops;
+//! - [`outcome`]: how calls failed (refused apart from the rest), and the server's memory;
 //! - [`sweep`]: the service side of a run (the concurrency sweep, then the open loop);
 //! - [`in_process`]: the in-process engine over batch sizes and layouts;
 //! - [`ratios`]: the goal ratios (service over in-process, p99 over the batch time);
 //! - [`summary`]: what a run measured (`--summary-json`);
+//! - [`overload`]: the overload goals of a saturating and an overloading level;
 //! - [`report`]: the tables, and `diffgap loadgen-summary`'s goal tables of two runs.
 
 mod args;
@@ -26,6 +28,8 @@ pub mod audio;
 mod in_process;
 pub mod load;
 mod loops;
+mod outcome;
+mod overload;
 mod ratios;
 pub mod report;
 pub mod summary;

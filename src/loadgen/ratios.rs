@@ -43,7 +43,7 @@ pub(super) fn rounds(
     for round in 0..args.ratio_rounds {
         let (cpu, started) = (process_cpu(), Instant::now());
         let r = rt.block_on(closed_loop(
-            &driven.client,
+            &driven.clients,
             &driven.load,
             c,
             args.requests,

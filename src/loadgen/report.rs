@@ -10,20 +10,48 @@ use super::summary::{InProcess, LevelSummary, Summary};
 
 pub(super) fn header() {
     println!(
-        "| {:>10} | {:>8} | {:>6} | {:>9} | {:>9} | {:>8} | {:>8} | {:>8} |",
-        "load", "ok", "errors", "req/s", "items/s", "p50 ms", "p95 ms", "p99 ms"
+        "| {:>10} | {:>8} | {:>8} | {:>9} | {:>6} | {:>9} | {:>9} | {:>8} | {:>8} | {:>8} |",
+        "load",
+        "ok",
+        "refused",
+        "refusal99",
+        "other",
+        "req/s",
+        "items/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms"
     );
     println!(
-        "|{0:->12}|{0:->10}|{0:->8}|{0:->11}|{0:->11}|{0:->10}|{0:->10}|{0:->10}|",
+        "|{0:->12}|{0:->10}|{0:->10}|{0:->11}|{0:->8}|{0:->11}|{0:->11}|{0:->10}|{0:->10}|{0:->10}|",
         ""
     );
 }
 
 pub(super) fn row(r: &LevelSummary) {
+    let refusal = r
+        .refusal_p99_ms
+        .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"));
+    let other: u64 = r.other_errors.values().sum();
     println!(
-        "| {:>10} | {:>8} | {:>6} | {:>9.1} | {:>9.1} | {:>8.2} | {:>8.2} | {:>8.2} |",
-        r.load, r.ok, r.errors, r.requests_per_s, r.items_per_s, r.p50_ms, r.p95_ms, r.p99_ms
+        "| {:>10} | {:>8} | {:>8} | {:>9} | {:>6} | {:>9.1} | {:>9.1} | {:>8.2} | {:>8.2} | {:>8.2} |",
+        r.load,
+        r.ok,
+        r.refused,
+        refusal,
+        other,
+        r.requests_per_s,
+        r.items_per_s,
+        r.p50_ms,
+        r.p95_ms,
+        r.p99_ms
     );
+    if !r.other_errors.is_empty() {
+        println!(
+            "  failures other than RESOURCE_EXHAUSTED: {:?}",
+            r.other_errors
+        );
+    }
 }
 
 /// `diffgap loadgen-summary ...`: the service benchmark's tables, from the `--summary-json`
@@ -40,6 +68,18 @@ pub enum LoadgenSummaryCommand {
         #[arg(long)]
         request: PathBuf,
     },
+    /// The overload goals of one run: its level at the saturating concurrency against its
+    /// level at a multiple of it (`scripts/bench-overload.sh`).
+    Overload {
+        /// The run's summary.
+        summary: PathBuf,
+        /// The saturating concurrency (its level is `conc N`).
+        #[arg(long)]
+        saturating: usize,
+        /// The overloading concurrency.
+        #[arg(long)]
+        overloaded: usize,
+    },
     /// A run's open-loop rate in requests per second (to give the next run the same rate).
     OpenRate {
         /// The run's summary.
@@ -52,6 +92,14 @@ impl LoadgenSummaryCommand {
         match self {
             Self::Goals { step, request } => {
                 print!("{}", goals(&Summary::load(step)?, &Summary::load(request)?));
+            }
+            Self::Overload {
+                summary,
+                saturating,
+                overloaded,
+            } => {
+                let s = Summary::load(summary)?;
+                print!("{}", super::overload::goals(&s, *saturating, *overloaded)?);
             }
             Self::OpenRate { summary } => {
                 let rate = Summary::load(summary)?
@@ -214,6 +262,7 @@ mod tests {
             p50_ms: 10.4,
             p95_ms: 20.6,
             p99_ms: p99,
+            ..LevelSummary::default()
         }
     }
 

@@ -1,13 +1,17 @@
 //! What a run measured, as written to `--summary-json` and read back by
 //! `diffgap loadgen-summary` (the service benchmark's goal tables).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// One load level, as printed and as written to `--summary-json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One load level, as printed and as written to `--summary-json`. Latencies and rates are of
+/// the successful calls; `errors` counts every failure, `refused` those answered
+/// RESOURCE_EXHAUSTED and `other_errors` the rest by code.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LevelSummary {
     pub load: String,
     pub ok: u64,
@@ -17,6 +21,12 @@ pub struct LevelSummary {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    pub refused: u64,
+    pub refusal_p50_ms: Option<f64>,
+    pub refusal_p99_ms: Option<f64>,
+    pub other_errors: BTreeMap<String, u64>,
+    /// The server's resident memory at the end of the level (`--server-pid`).
+    pub server_rss_mib: Option<f64>,
 }
 
 /// The in-process engine on one step count: its best batch size and what it took.

@@ -9,7 +9,8 @@ use tonic::transport::Channel;
 
 use super::args::LoadgenArgs;
 use super::load::{connect, one, Load, Target};
-use super::loops::{closed_loop, open_loop, LevelTime};
+use super::loops::{closed_loop, open_loop, LevelResult, LevelTime};
+use super::outcome::rss_mib;
 use super::report::{header, row};
 use super::summary::LevelSummary;
 use super::DiffgapClient;
@@ -17,7 +18,8 @@ use super::DiffgapClient;
 /// What [`drive`] measured, with the client and load for later rounds.
 pub(super) struct Driven {
     pub target: Target,
-    pub client: DiffgapClient<Channel>,
+    /// One client per connection.
+    pub clients: Vec<DiffgapClient<Channel>>,
     pub load: Arc<Load>,
     pub closed: Vec<LevelSummary>,
     pub open_rate: Option<f64>,
@@ -25,11 +27,11 @@ pub(super) struct Driven {
 }
 
 pub(super) async fn drive(args: &LoadgenArgs) -> Result<Driven> {
-    let (mut client, target) = connect(args).await?;
+    let (mut clients, target) = connect(args).await?;
     let load = Arc::new(Load::new(target.clone(), args));
-    // Warm the connection and the server.
-    for i in 0..4 {
-        one(&mut client, &load, i)
+    // Warm the connections and the server.
+    for (i, client) in clients.iter_mut().enumerate() {
+        one(client, &load, i)
             .await
             .map_err(|s| anyhow::anyhow!("warm-up request: {s}"))?;
     }
@@ -44,8 +46,8 @@ pub(super) async fn drive(args: &LoadgenArgs) -> Result<Driven> {
         );
         header();
         for &c in &args.concurrency {
-            let r = closed_loop(&client, &load, c, args.requests, level_time).await;
-            let r = r.summary(&format!("conc {c}"), args.items);
+            let r = closed_loop(&clients, &load, c, args.requests, level_time).await;
+            let r = summarised(&r, &format!("conc {c}"), args);
             row(&r);
             closed.push(r);
         }
@@ -69,22 +71,30 @@ pub(super) async fn drive(args: &LoadgenArgs) -> Result<Driven> {
         println!("\nopen loop: {rate:.1} req/s for {} s", args.open_seconds);
         header();
         let r = open_loop(
-            &client,
+            &clients,
             &load,
             rate,
             Duration::from_secs_f64(args.open_seconds),
         )
         .await;
-        let r = r.summary(&format!("{rate:.0} rps"), args.items);
+        let r = summarised(&r, &format!("{rate:.0} rps"), args);
         row(&r);
         open = Some(r);
     }
     Ok(Driven {
         target,
-        client,
+        clients,
         load,
         closed,
         open_rate: (rate > 0.0).then_some(rate),
         open,
     })
+}
+
+/// A level's summary, with the server's resident memory now (`--server-pid`).
+fn summarised(r: &LevelResult, load: &str, args: &LoadgenArgs) -> LevelSummary {
+    LevelSummary {
+        server_rss_mib: args.server_pid.and_then(rss_mib),
+        ..r.summary(load, args.items)
+    }
 }

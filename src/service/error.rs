@@ -20,8 +20,13 @@ pub enum ServiceError {
     /// The request is well formed but the model cannot serve it (e.g. no fusion weights).
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("the model queue is full ({capacity} requests waiting); retry later")]
-    Overloaded { capacity: usize },
+    /// Refused to protect the requests already taken; the client should retry after
+    /// `retry_after` (sent as `grpc-retry-pushback-ms`).
+    #[error("{what}; retry in {} ms", retry_after.as_millis())]
+    Overloaded {
+        what: String,
+        retry_after: std::time::Duration,
+    },
     /// The call carries no credential where one is needed (Reload without an admin token).
     #[error("{0}")]
     Unauthenticated(String),
@@ -111,8 +116,25 @@ impl ServiceError {
 
 impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
+        let mut status = tonic::Status::new(e.code(), e.to_string());
+        if let ServiceError::Overloaded { retry_after, .. } = &e {
+            status
+                .metadata_mut()
+                .insert(RETRY_PUSHBACK, pushback_value(*retry_after));
+        }
+        status
     }
+}
+
+/// The trailer that tells a refused gRPC client when to retry (gRFC A6: clients with a retry
+/// policy wait this long instead of their own backoff).
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// `retry_after` in whole milliseconds, as the trailer's value.
+pub fn pushback_value(
+    retry_after: std::time::Duration,
+) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    tonic::metadata::MetadataValue::from(retry_after.as_millis().min(u64::MAX as u128) as u64)
 }
 
 #[cfg(test)]
@@ -136,7 +158,13 @@ mod tests {
             ),
             (ServiceError::DeadlineExceeded, 408),
             (ServiceError::PayloadTooLarge { limit: 1 }, 413),
-            (ServiceError::Overloaded { capacity: 1 }, 429),
+            (
+                ServiceError::Overloaded {
+                    what: "full".into(),
+                    retry_after: std::time::Duration::from_millis(250),
+                },
+                429,
+            ),
             (ServiceError::Unavailable("x".into()), 503),
             (ServiceError::Internal("x".into()), 500),
         ];

@@ -160,6 +160,9 @@ fn grpc_server(
         .max_encoding_message_size(max_message);
     let mut builder = tonic::transport::Server::builder()
         .http2_max_header_list_size(cfg.header_list_limit())
+        .max_concurrent_streams(
+            (cfg.max_concurrent_streams > 0).then_some(cfg.max_concurrent_streams),
+        )
         .http2_keepalive_interval(Some(listener::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(listener::KEEPALIVE_TIMEOUT));
     if let Some(tls) = security.tls {
@@ -172,6 +175,11 @@ fn grpc_server(
         .layer(listener::OpenStreamsLayer)
         .layer(security.auth)
         .layer(api::faults::ClientFaultLayer::new(cfg.max_metadata_bytes))
+        // Inside the fault layer, which counts its refusals as it counts every answer given
+        // before a handler.
+        .layer(api::admission::AdmissionLayer::new(
+            cfg.max_concurrent_requests,
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

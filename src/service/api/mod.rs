@@ -4,6 +4,7 @@
 //! the health service ([`health`]). No request logic: it hands requests to
 //! [`crate::service::request`].
 
+pub mod admission;
 pub mod bridge;
 pub mod codec;
 pub mod context;

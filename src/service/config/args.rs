@@ -36,6 +36,19 @@ pub struct ServeArgs {
     /// [default: 64; env: DIFFGAP_QUEUE_CAPACITY].
     #[arg(long)]
     pub queue_capacity: Option<usize>,
+    /// Most row-steps outstanding on one model instance; 0: 100 per max_batch_rows, at least
+    /// 25600
+    /// [default: 0; env: DIFFGAP_MAX_QUEUE_ROW_STEPS].
+    #[arg(long)]
+    pub max_queue_row_steps: Option<usize>,
+    /// Most model calls in flight, checked before decoding; 0: no limit [default: 1024;
+    /// env: DIFFGAP_MAX_CONCURRENT_REQUESTS].
+    #[arg(long)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Most concurrent calls on one connection; 0: the HTTP/2 default [default: 256; env:
+    /// DIFFGAP_MAX_CONCURRENT_STREAMS].
+    #[arg(long)]
+    pub max_concurrent_streams: Option<u32>,
     /// Most items of a Bridge request and most candidates of a Rank request [default: 64;
     /// env: DIFFGAP_MAX_ITEMS_PER_REQUEST].
     #[arg(long)]
@@ -136,6 +149,22 @@ impl ServeArgs {
             (
                 "queue_capacity",
                 self.queue_capacity.as_ref().map(ToString::to_string),
+            ),
+            (
+                "max_queue_row_steps",
+                self.max_queue_row_steps.as_ref().map(ToString::to_string),
+            ),
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests
+                    .as_ref()
+                    .map(ToString::to_string),
+            ),
+            (
+                "max_concurrent_streams",
+                self.max_concurrent_streams
+                    .as_ref()
+                    .map(ToString::to_string),
             ),
             (
                 "max_items_per_request",

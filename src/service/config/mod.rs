@@ -37,6 +37,8 @@ pub const MAX_INSTANCES: usize = 64;
 pub const MAX_INTRA_OP_THREADS: usize = 1024;
 /// Largest `max_connections`.
 pub const MAX_CONNECTIONS: usize = 1 << 20;
+/// Largest `max_queue_row_steps`.
+pub const MAX_QUEUE_ROW_STEPS: usize = 1 << 32;
 /// Largest `idle_connection_timeout_secs` (a day).
 pub const MAX_IDLE_SECS: u64 = 86_400;
 
@@ -55,6 +57,16 @@ pub struct ServeConfig {
     pub max_batch_rows: usize,
     /// Requests that may wait for the model worker; more are refused with RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
+    /// Most bridge work (rows x samples x steps) outstanding on one model instance; more is
+    /// refused with RESOURCE_EXHAUSTED (a larger request still runs on an idle instance).
+    /// 0: 100 per `max_batch_rows`, at least 25,600.
+    pub max_queue_row_steps: usize,
+    /// Most model calls in flight over the server, checked before a call's body is read;
+    /// more are refused with RESOURCE_EXHAUSTED. 0: no limit.
+    pub max_concurrent_requests: usize,
+    /// Most concurrent calls (HTTP/2 streams) on one connection; a client opens more only
+    /// as earlier ones end. 0: the HTTP/2 library's default.
+    pub max_concurrent_streams: u32,
     /// Most items of a Bridge request and most candidates of a Rank request.
     pub max_items_per_request: usize,
     /// Address of the Prometheus `/metrics` listener; "" or "off" disables it.
@@ -131,6 +143,9 @@ impl Default for ServeConfig {
             device: DeviceChoice::Auto,
             max_batch_rows: 256,
             queue_capacity: 64,
+            max_queue_row_steps: 0,
+            max_concurrent_requests: 1024,
+            max_concurrent_streams: 256,
             max_items_per_request: 64,
             metrics_listen: "127.0.0.1:9090".into(),
             http_listen: "off".into(),
@@ -209,6 +224,18 @@ impl ServeConfig {
             return Err(format!(
                 "drain_timeout_secs: must be in 0..=3600, got {}",
                 self.drain_timeout_secs
+            ));
+        }
+        if self.max_concurrent_requests > MAX_CONNECTIONS {
+            return Err(format!(
+                "max_concurrent_requests: must be in 0..={MAX_CONNECTIONS} (0: no limit), got {}",
+                self.max_concurrent_requests
+            ));
+        }
+        if self.max_queue_row_steps > MAX_QUEUE_ROW_STEPS {
+            return Err(format!(
+                "max_queue_row_steps: must be in 0..={MAX_QUEUE_ROW_STEPS} (0: auto), got {}",
+                self.max_queue_row_steps
             ));
         }
         if self.max_connections > MAX_CONNECTIONS {

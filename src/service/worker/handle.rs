@@ -1,9 +1,13 @@
-//! The async side of a model worker: the [`WorkerHandle`] that RPC handlers clone, and its
-//! load balancing: each request goes to the instance with the least work outstanding.
+//! The async side of a model worker: the [`WorkerHandle`] that RPC handlers clone, its load
+//! balancing (each request goes to the instance with the least work outstanding) and its
+//! admission: a request is refused at once, before it costs the model anything, when every
+//! instance's outstanding work (in row-steps) is over its budget or its queue is full
+//! (RESOURCE_EXHAUSTED, with a retry delay from the instance's pace), or when its deadline
+//! is closer than its own denoising steps take at that pace (DEADLINE_EXCEEDED).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -13,15 +17,22 @@ use crate::service::error::ServiceError;
 use crate::service::types::{BridgeRow, Bridged, CheckedRows, Embedded, RawInput};
 use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::embedder::EmbedJob;
+use crate::service::worker::pace::Pace;
 use crate::service::worker::queue::{Call, Job, JobRows, LoadTicket, Msg};
+use crate::service::worker::refusals::{Refusals, MIN_PUSHBACK};
 
-/// One instance's queues (model thread, encoder thread) and the bridge work sent to it and
-/// not yet answered.
+/// One instance's queues (model thread, encoder thread), the bridge work sent to it and not
+/// yet answered, and its pace.
 pub(super) struct Lane {
     tx: mpsc::Sender<Msg>,
     embeds: mpsc::Sender<EmbedJob>,
     load: Arc<AtomicUsize>,
+    pace: Arc<Pace>,
 }
+
+/// Why a request was refused: every queue full, or every instance's work over its budget.
+const QUEUE_FULL: &str = "the model queue is full";
+const OVER_BUDGET: &str = "the model has as much work waiting as it takes";
 
 /// The async side of the worker: cheap to clone, one per RPC handler.
 #[derive(Clone)]
@@ -29,27 +40,45 @@ pub struct WorkerHandle {
     lanes: Arc<[Lane]>,
     /// Rotates the first choice among equally loaded instances.
     turn: Arc<AtomicUsize>,
-    /// Requests that may wait, over all instances.
-    capacity: usize,
+    /// Most row-steps outstanding on one instance (a larger request still runs alone).
+    row_step_budget: usize,
+    refusals: Arc<Refusals>,
 }
 
 impl Lane {
-    pub(super) fn new(tx: mpsc::Sender<Msg>, embeds: mpsc::Sender<EmbedJob>) -> Self {
+    pub(super) fn new(
+        tx: mpsc::Sender<Msg>,
+        embeds: mpsc::Sender<EmbedJob>,
+        pace: Arc<Pace>,
+    ) -> Self {
         Self {
             tx,
             embeds,
             load: Arc::new(AtomicUsize::new(0)),
+            pace,
         }
+    }
+
+    fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// Whether `units` more row-steps fit its budget (always on an idle instance, so that a
+    /// request larger than the budget still runs).
+    fn has_room(&self, units: usize, budget: usize) -> bool {
+        let load = self.load();
+        load == 0 || load.saturating_add(units) <= budget
     }
 }
 
 impl WorkerHandle {
-    /// A handle over `lanes`, of `capacity` waiting requests in all.
-    pub(super) fn new(lanes: Vec<Lane>, capacity: usize) -> Self {
+    /// A handle over `lanes`, each taking at most `row_step_budget` row-steps of work.
+    pub(super) fn new(lanes: Vec<Lane>, row_step_budget: usize) -> Self {
         Self {
             lanes: lanes.into(),
             turn: Arc::new(AtomicUsize::new(0)),
-            capacity,
+            row_step_budget: row_step_budget.max(1),
+            refusals: Arc::new(Refusals::default()),
         }
     }
 
@@ -92,6 +121,8 @@ impl WorkerHandle {
             .map(|r| r.opts.steps.max(1) * r.opts.samples.max(1))
             .sum::<usize>()
             .max(1);
+        let longest = rows.as_slice().iter().map(|r| r.opts.steps).max();
+        self.check_deadline(deadline, longest.unwrap_or(0))?;
         let (reply, answer) = oneshot::channel();
         self.send(Msg::Rows(Job {
             rows,
@@ -108,15 +139,42 @@ impl WorkerHandle {
         ServiceError::Unavailable("the model worker has stopped".into())
     }
 
-    fn overloaded(&self) -> ServiceError {
+    /// The refusal of `units` row-steps no instance can take, with a retry delay (see
+    /// [`Refusals`]) from the least loaded instance.
+    fn overloaded(&self, what: &str, units: usize) -> ServiceError {
+        let least = self.lanes.iter().min_by_key(|l| l.load());
+        let retry_after = least.map_or(MIN_PUSHBACK, |l| {
+            self.refusals
+                .refuse(units, l.load(), &l.pace, rand::random::<f64>())
+        });
         ServiceError::Overloaded {
-            capacity: self.capacity,
+            what: what.to_owned(),
+            retry_after,
+        }
+    }
+
+    /// DEADLINE_EXCEEDED at once for a request whose deadline comes before its `steps`
+    /// denoising steps can be done at the pace of the fastest instance.
+    fn check_deadline(&self, deadline: Option<Instant>, steps: usize) -> Result<(), ServiceError> {
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
+        let least: Option<Duration> = self
+            .lanes
+            .iter()
+            .filter_map(|l| l.pace.at_least(steps))
+            .min();
+        let now = Instant::now();
+        match least {
+            Some(d) if now + d > deadline => Err(ServiceError::DeadlineExceeded),
+            _ if now >= deadline => Err(ServiceError::DeadlineExceeded),
+            _ => Ok(()),
         }
     }
 
     fn send_error<T>(&self, e: TrySendError<T>) -> ServiceError {
         match e {
-            TrySendError::Full(_) => self.overloaded(),
+            TrySendError::Full(_) => self.overloaded(QUEUE_FULL, 1),
             TrySendError::Closed(_) => Self::stopped(),
         }
     }
@@ -127,7 +185,7 @@ impl WorkerHandle {
         let n = self.lanes.len();
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
-        order.sort_by_key(|&i| self.lanes[i].load.load(Ordering::Relaxed));
+        order.sort_by_key(|&i| self.lanes[i].load());
         order
     }
 
@@ -143,9 +201,14 @@ impl WorkerHandle {
             several = self.by_load();
             &several
         };
+        let mut over_budget = false;
         for &i in order {
             let lane = &self.lanes[i];
             if let Msg::Rows(job) = &mut msg {
+                if !lane.has_room(job.load.units(), self.row_step_budget) {
+                    over_budget = true;
+                    continue;
+                }
                 job.load.assign(&lane.load);
             }
             match lane.tx.try_send(msg) {
@@ -154,7 +217,17 @@ impl WorkerHandle {
                 Err(e) => return Err(self.send_error(e)),
             }
         }
-        Err(self.overloaded())
+        let units = match &msg {
+            Msg::Rows(job) => job.load.units(),
+            Msg::Call(_) => 1,
+        };
+        Err(self.overloaded(
+            match over_budget {
+                true => OVER_BUDGET,
+                false => QUEUE_FULL,
+            },
+            units,
+        ))
     }
 
     /// Encodes raw inputs with the model's encoders, on an instance's encoder thread, batched
@@ -179,7 +252,7 @@ impl WorkerHandle {
                 Err(e) => return Err(self.send_error(e)),
             }
         }
-        Err(self.overloaded())
+        Err(self.overloaded(QUEUE_FULL, 1))
     }
 
     /// Runs `f` on the model thread (between two denoising steps) and returns its result.

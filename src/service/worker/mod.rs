@@ -32,8 +32,10 @@ pub mod embedder;
 pub mod encoder_thread;
 pub mod handle;
 pub mod options;
+pub mod pace;
 pub mod queue;
 pub mod ranking;
+pub mod refusals;
 pub mod request_batching;
 pub mod scheduler;
 pub mod stats;
@@ -91,6 +93,7 @@ impl ModelWorker {
         let mut threads = Vec::with_capacity(2 * n);
         for instance in 0..n {
             let (tx, rx) = mpsc::channel(per_lane);
+            let pace = Arc::new(pace::Pace::default());
             let (embed_tx, embed_rx) = mpsc::channel(per_lane);
             let (encoder, encoders) = encoder_thread::spawn(
                 instance,
@@ -103,18 +106,23 @@ impl ModelWorker {
             threads.push(encoder);
             let watch = DeathWatch::new(instance, died_tx.clone());
             let (dir, join, stats) = (dir.clone(), join.clone(), stats.clone());
+            let measured = pace.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("diffgap-model-{instance}"))
                 .spawn(move || {
                     let _watch = watch;
-                    thread::run_instance(&dir, device, opts, rx, encoders, &join, &stats);
+                    let queue = thread::Queue {
+                        rx,
+                        pace: &measured,
+                    };
+                    thread::run_instance(&dir, device, opts, queue, encoders, &join, &stats);
                 })
                 .map_err(|e| ServiceError::Internal(format!("cannot start a model thread: {e}")))?;
-            lanes.push(Lane::new(tx, embed_tx));
+            lanes.push(Lane::new(tx, embed_tx, pace));
             threads.push(thread);
         }
         Ok(Self {
-            handle: WorkerHandle::new(lanes, per_lane * n),
+            handle: WorkerHandle::new(lanes, opts.row_step_budget()),
             ready,
             stats,
             threads,

@@ -14,6 +14,10 @@ pub struct WorkerOptions {
     pub max_batch_rows: usize,
     /// Requests that may wait in the queue (shared out over the instances).
     pub queue_capacity: usize,
+    /// Most bridge work (row-steps: rows x samples x steps) outstanding on one instance,
+    /// running or waiting; more is refused, except on an idle instance (0: see
+    /// [`WorkerOptions::row_step_budget`]).
+    pub max_queue_row_steps: usize,
     pub batching: Batching,
     /// When idle, how long the first arriving request may wait for others before the first
     /// step (zero: start at once).
@@ -31,6 +35,7 @@ impl WorkerOptions {
         Self {
             max_batch_rows,
             queue_capacity,
+            max_queue_row_steps: 0,
             batching: Batching::Step,
             max_batch_wait: Duration::ZERO,
             instances: 1,
@@ -49,6 +54,20 @@ impl WorkerOptions {
         Self { instances, ..self }
     }
 
+    /// The row-step budget of an instance: `max_queue_row_steps`, or by default
+    /// [`AUTO_ROW_STEPS_PER_BATCH_ROW`] per batch row (a full batch of 50-step rows twice
+    /// over, or of the 10-step default ten times), and no less than the default batch's
+    /// (a small batch is a latency setting, not a reason to refuse work the queue can hold).
+    pub fn row_step_budget(&self) -> usize {
+        match self.max_queue_row_steps {
+            0 => self
+                .max_batch_rows
+                .max(DEFAULT_BATCH_ROWS)
+                .saturating_mul(AUTO_ROW_STEPS_PER_BATCH_ROW),
+            n => n,
+        }
+    }
+
     /// The intra-op threads each instance sets, or `None` to leave libtorch's default.
     pub fn threads_per_instance(&self) -> Option<usize> {
         self.threads_per_instance_on(cores())
@@ -63,6 +82,11 @@ impl WorkerOptions {
     }
 }
 
+/// The default row-step budget per row of `max_batch_rows`.
+pub const AUTO_ROW_STEPS_PER_BATCH_ROW: usize = 100;
+/// The default `max_batch_rows`, the least the default budget is counted from.
+const DEFAULT_BATCH_ROWS: usize = 256;
+
 /// The cores this process may run on.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -73,6 +97,7 @@ impl From<&ServeConfig> for WorkerOptions {
         Self {
             max_batch_rows: cfg.max_batch_rows,
             queue_capacity: cfg.queue_capacity,
+            max_queue_row_steps: cfg.max_queue_row_steps,
             batching: cfg.batching,
             max_batch_wait: Duration::from_millis(cfg.max_batch_wait_ms),
             instances: cfg.instances,
@@ -84,6 +109,21 @@ impl From<&ServeConfig> for WorkerOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_row_step_budget_is_set_or_follows_the_batch() {
+        let budget = |rows, set| {
+            WorkerOptions {
+                max_queue_row_steps: set,
+                ..WorkerOptions::new(rows, 8)
+            }
+            .row_step_budget()
+        };
+        assert_eq!(budget(256, 0), 25_600);
+        assert_eq!(budget(1024, 0), 102_400);
+        assert_eq!(budget(3, 0), 25_600, "no less than the default batch's");
+        assert_eq!(budget(3, 500), 500);
+    }
 
     #[test]
     fn auto_instances_are_one_per_core_on_the_cpu_and_one_on_a_gpu() {

@@ -113,6 +113,11 @@ impl LoadTicket {
         Self { load: None, units }
     }
 
+    /// The row-steps it counts.
+    pub(super) fn units(&self) -> usize {
+        self.units
+    }
+
     /// Counts the work against `load` instead (the instance the job is offered to).
     pub(super) fn assign(&mut self, load: &Arc<AtomicUsize>) {
         self.release();

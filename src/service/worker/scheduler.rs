@@ -132,6 +132,11 @@ impl<'m> Scheduler<'m> {
         self.requests.is_empty()
     }
 
+    /// Rows in the running batch.
+    pub fn active_rows(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Requests in progress (admitted or being admitted).
     pub fn requests(&self) -> usize {
         self.requests.len()

@@ -8,16 +8,19 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::options::WorkerOptions;
+use crate::service::worker::pace::Pace;
 use crate::service::worker::queue::Msg;
 use crate::service::worker::scheduler::Scheduler;
 use crate::service::worker::stats::WorkerStats;
 
-/// Step-level continuous batching: admit, sweep, one step, repeat (see [`Scheduler`]).
+/// Step-level continuous batching: admit, sweep, one step, repeat (see [`Scheduler`]). Each
+/// step's time goes to `pace` (admission reads it).
 pub(super) fn run_steps(
     mut ctx: WorkerCtx<'_>,
     mut rx: mpsc::Receiver<Msg>,
     opts: WorkerOptions,
     stats: &WorkerStats,
+    pace: &Pace,
 ) {
     let _no_grad = tch::no_grad_guard();
     let model = ctx.model;
@@ -58,7 +61,9 @@ pub(super) fn run_steps(
         sched.sweep(now);
         sched.admit(now);
         stats.set_queue_depth(&mut queued, rx.len() + sched.requests());
+        let (rows, started) = (sched.active_rows(), Instant::now());
         sched.step();
+        pace.record(rows, started.elapsed());
     }
 }
 

@@ -18,6 +18,7 @@ use crate::service::types::{Batching, ModelInfo};
 use crate::service::worker::context::WorkerCtx;
 use crate::service::worker::encoder_thread::Loaded;
 use crate::service::worker::options::WorkerOptions;
+use crate::service::worker::pace::Pace;
 use crate::service::worker::queue::Msg;
 use crate::service::worker::ranking;
 use crate::service::worker::request_batching::run_request_batches;
@@ -53,13 +54,19 @@ impl ReadyJoin {
     }
 }
 
+/// What an instance serves: its queue, and where it records its pace.
+pub(super) struct Queue<'a> {
+    pub rx: mpsc::Receiver<Msg>,
+    pub pace: &'a Pace,
+}
+
 /// One instance's thread: load, warm up, report, then serve its queue until it closes.
 /// `encoders` answers once the instance's encoder thread has loaded (or failed to).
 pub(super) fn run_instance(
     dir: &std::path::Path,
     device: Device,
     opts: WorkerOptions,
-    rx: mpsc::Receiver<Msg>,
+    Queue { rx, pace }: Queue<'_>,
     encoders: std_mpsc::Receiver<Loaded>,
     join: &Mutex<ReadyJoin>,
     stats: &WorkerStats,
@@ -103,7 +110,7 @@ pub(super) fn run_instance(
             // If loading failed elsewhere the handle is dropped, the queue closes and the
             // loop ends at once.
             match opts.batching {
-                Batching::Step => run_steps(ctx, rx, opts, stats),
+                Batching::Step => run_steps(ctx, rx, opts, stats, pace),
                 Batching::Request => run_request_batches(ctx, rx, opts.max_batch_rows, stats),
             }
         }

@@ -57,6 +57,12 @@ pub fn error(style: Style, id: &str, total: Duration, e: &ServiceError) -> Respo
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    if let ServiceError::Overloaded { retry_after, .. } = e {
+        // HTTP's Retry-After is in whole seconds: the admission's delay, rounded up.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     request_id::set_http_headers(r.headers_mut(), id, None, total);
     r
 }
