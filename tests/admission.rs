@@ -164,15 +164,15 @@ async fn the_call_limit_refuses_before_the_handler_and_frees_its_slot() {
     let steps = max_steps(&mut c).await;
     let mut slow = c.clone();
     let running = tokio::spawn(async move { slow.bridge(bridge(steps, 8, 6)).await });
-    // Until the slow call holds the one slot, a second call may still get in.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let refusal = loop {
-        match c.bridge(bridge(1, 1, 7)).await {
-            Err(s) => break s,
-            Ok(_) if Instant::now() < deadline => continue,
-            Ok(_) => panic!("the slow call never held the slot"),
-        }
-    };
+    // Its rows running, the slow call holds the one slot.
+    support::wait_metrics(metrics, "the slow call running", |t| {
+        sample(t, "diffgap_active_rows", &[]) > 0.0
+    })
+    .await;
+    let refusal = c
+        .bridge(bridge(1, 1, 7))
+        .await
+        .expect_err("the slot is held");
     assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
     assert!(
         refusal.message().contains("model calls in flight"),
