@@ -12,9 +12,6 @@ use diffgap::service::proto::diffgap_client::DiffgapClient;
 use diffgap::service::proto::{BridgeItem, BridgeRequest, InfoRequest};
 use diffgap::service::ServeConfig;
 use support::net::{closed_within, metric, raw, wait_metric};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// The metrics are the process's: the tests take turns.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -108,16 +105,7 @@ async fn idle_connections_are_closed_and_quiet_calls_keep_theirs() {
     let closed_before = metric(metrics, IDLE_CLOSED, &[]).await;
 
     // A Watch sends nothing while the status holds: a call in progress all the same.
-    let mut health = HealthClient::new(support::channel(server.addr).await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("watch").expect("a status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = support::serving_watch(support::channel(server.addr).await).await;
 
     let mut silent = raw(server.addr).await;
     let took = closed_within(&mut silent, Duration::from_secs(10))

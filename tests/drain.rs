@@ -119,15 +119,7 @@ async fn a_watch_on_the_calls_channel_gets_not_serving_then_ends() {
     let _turn = TURN.lock().await;
     let server = support::start(config()).await;
     let channel = support::channel(server.addr).await;
-    let mut watch = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("watch").expect("a status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = support::serving_watch(channel.clone()).await;
     let watcher = tokio::spawn(async move {
         let mut seen = Vec::new();
         loop {

@@ -101,9 +101,10 @@ async fn bridge_refine_and_rank_give_the_grpc_numbers() {
         .await
         .expect("gRPC refine")
         .into_inner();
-    assert_eq!(
-        floats(&h.json()["embedding"]),
-        g.embedding.expect("one").values
+    assert_close(
+        &floats(&h.json()["embedding"]),
+        &g.embedding.expect("one").values,
+        TOL,
     );
 
     let cands: Vec<(String, Vec<f32>)> = (10..14)

@@ -17,9 +17,6 @@ use support::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed
 /// by the CA, written as PEM files into a temporary folder.
@@ -364,15 +361,7 @@ async fn over_tls_quiet_calls_keep_their_connection_and_silent_sockets_are_close
     let (addr, _) = serve_forever(cfg);
     let channel = tls_channel(addr, &pki.ca, None).await.expect("TLS connect");
     wait_serving_on(channel.clone()).await;
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("watch").expect("a status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = support::serving_watch(channel).await;
 
     let mut silent = support::net::raw(addr).await;
     let took = support::net::closed_within(&mut silent, Duration::from_secs(10))

@@ -13,8 +13,6 @@ use diffgap::service::{LogFormat, ServeArgs, ServeConfig};
 use support::{channel, http_get, sample, serve_until_stopped, SharedServer};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// Every metric the server registers before its first request.
 const METRICS: &[&str] = &[
@@ -363,16 +361,7 @@ async fn shutdown_drains_the_requests_in_flight() {
     let call = tokio::spawn(async move { c.bridge(slow_request()).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A health watch opened before the signal sees NOT_SERVING at once.
-    let mut health = HealthClient::new(channel(addr).await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("watch").expect("a status");
-    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let mut watch = support::serving_watch(channel(addr).await).await;
     stop.send(()).expect("stop");
     let stop_at = t0.elapsed();
     let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
@@ -394,7 +383,6 @@ async fn shutdown_drains_the_requests_in_flight() {
     // An open watch stream is itself a call in flight: close it, so the drain ends when the
     // connections do rather than at drain_timeout_secs.
     drop(watch);
-    drop(health);
     support::stops(server).await;
     eprintln!("slow call {took:?}, shutdown at {stop_at:?}");
     assert!(

@@ -11,7 +11,7 @@ use diffgap::service::{self, ServeConfig, ServiceError};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::metrics::scrape;
 
@@ -232,6 +232,21 @@ pub async fn wait_serving_on(channel: Channel) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the server did not become SERVING within 60 s");
+}
+
+/// A health Watch (of the whole server) on `channel`, its first status read and checked to
+/// be SERVING: a call that stays open and silent while the status holds.
+pub async fn serving_watch(channel: Channel) -> tonic::Streaming<HealthCheckResponse> {
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("watch").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    watch
 }
 
 /// A client of the server at `addr`, once it is SERVING.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::faults::rpc_of;
+use super::held_body::HeldBody;
 use crate::service::error::{pushback_value, RETRY_PUSHBACK};
 use crate::service::worker::refusals;
 
@@ -116,10 +117,7 @@ where
             let response = answer.await?;
             Ok(response.map(|inner| match slot {
                 None => tonic::body::Body::new(inner),
-                Some(slot) => tonic::body::Body::new(Held {
-                    inner: tonic::body::Body::new(inner),
-                    _slot: slot,
-                }),
+                Some(slot) => HeldBody::wrap(inner, slot),
             }))
         })
     }
@@ -137,32 +135,6 @@ fn refusal(limit: usize) -> http::Response<tonic::body::Body> {
         .metadata_mut()
         .insert(RETRY_PUSHBACK, pushback_value(retry));
     status.into_http()
-}
-
-/// A response body that holds its call's slot until it is dropped.
-struct Held {
-    inner: tonic::body::Body,
-    _slot: Slot,
-}
-
-impl http_body::Body for Held {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

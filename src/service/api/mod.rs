@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod embed;
 pub mod faults;
 pub mod health;
+pub mod held_body;
 pub mod http;
 pub mod info;
 pub mod listener;

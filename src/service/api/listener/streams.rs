@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use super::activity::{Activity, StreamGuard};
+use super::activity::Activity;
 use super::connection::ConnectionInfo;
+use crate::service::api::held_body::HeldBody;
 
 /// The activity of the connection a request came on (`None` for a request that did not come
 /// through [`super::Incoming`]). With TLS, tonic puts the connection's own info beside its
@@ -63,39 +64,8 @@ where
         let answer = self.inner.call(req);
         Box::pin(async move {
             let response = answer.await?;
-            Ok(response.map(|inner| {
-                tonic::body::Body::new(Guarded {
-                    inner: tonic::body::Body::new(inner),
-                    _guard: guard,
-                })
-            }))
+            // The stream stays counted open until its answer is sent to its end, or reset.
+            Ok(response.map(|inner| HeldBody::wrap(inner, guard)))
         })
-    }
-}
-
-/// A response body that keeps its stream counted open until it is dropped (sent to its end,
-/// or reset).
-struct Guarded {
-    inner: tonic::body::Body,
-    _guard: Option<StreamGuard>,
-}
-
-impl http_body::Body for Guarded {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
