@@ -23,8 +23,13 @@ const BATCH_SUM: &str = "diffgap_batch_rows_sum";
 async fn an_expired_request_never_reaches_the_model() {
     let _turn = TURN.lock().await;
     // The blocker fills the whole batch (32 items x 4 samples = 128 rows), so that the timed
-    // request waits in the queue until the blocker leaves.
-    let (addr, metrics) = serve_with_metrics(&tiny_model(), |cfg| cfg.max_batch_rows = 128);
+    // request waits in the queue until the blocker leaves. The row-step budget is set out of
+    // the way: admission would refuse the timed request behind so much work
+    // (tests/admission.rs covers that).
+    let (addr, metrics) = serve_with_metrics(&tiny_model(), |cfg| {
+        cfg.max_batch_rows = 128;
+        cfg.max_queue_row_steps = 1 << 30;
+    });
     let mut c = support::client(addr).await;
     let max_steps = c
         .info(InfoRequest {})
@@ -54,7 +59,12 @@ async fn an_expired_request_never_reaches_the_model() {
     })
     .await;
 
-    let mut timed = tonic::Request::new(BridgeRequest::new(items(32, 1)));
+    // One step each: within its 10 ms at the worker's pace, so admission takes it (a
+    // deadline closer than a request's own steps is refused at once, never queued), and it
+    // expires in the queue behind the blocker.
+    let mut quick = items(32, 1);
+    quick.iter_mut().for_each(|it| it.steps = Some(1));
+    let mut timed = tonic::Request::new(BridgeRequest::new(quick));
     timed.set_timeout(Duration::from_millis(10));
     let e = c.bridge(timed).await.expect_err("past its deadline");
     assert!(
