@@ -34,6 +34,7 @@ pub const QUEUE_DEPTH: &str = "diffgap_queue_depth";
 pub const ACTIVE_ROWS: &str = "diffgap_active_rows";
 pub const INFLIGHT_REQUESTS: &str = "diffgap_inflight_requests";
 pub const BATCH_ROWS: &str = "diffgap_batch_rows";
+pub const EMBED_BATCH_INPUTS: &str = "diffgap_embed_batch_inputs";
 pub const QUEUE_DURATION: &str = "diffgap_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "diffgap_compute_duration_seconds";
 pub const REQUEST_DURATION: &str = "diffgap_request_duration_seconds";
@@ -151,6 +152,11 @@ fn register() {
         "Rows in each batch the model worker runs."
     );
     describe_histogram!(
+        EMBED_BATCH_INPUTS,
+        Unit::Count,
+        "Raw inputs in each batch an encoder thread runs (Embed)."
+    );
+    describe_histogram!(
         QUEUE_DURATION,
         Unit::Seconds,
         "Time a request waited for the model worker."
@@ -207,6 +213,7 @@ fn register() {
     gauge!(ACTIVE_ROWS).set(0.0);
     gauge!(INFLIGHT_REQUESTS).set(0.0);
     let _ = histogram!(BATCH_ROWS);
+    let _ = histogram!(EMBED_BATCH_INPUTS);
     let _ = histogram!(QUEUE_DURATION);
     let _ = histogram!(COMPUTE_DURATION);
     for rpc in RPCS.into_iter().chain(HTTP_ROUTES) {

@@ -112,7 +112,7 @@ pub fn process(set: Option<&EncoderSet>, mut jobs: Vec<EmbedJob>) {
     let started = Instant::now();
     let result = embed_all(set, &jobs);
     let compute = started.elapsed();
-    metrics::histogram!("diffgap_embed_batch_inputs").record(n as f64);
+    metrics::histogram!(crate::service::ops::metrics::EMBED_BATCH_INPUTS).record(n as f64);
     match result {
         Ok(per_job) => {
             for (job, (rows, modalities)) in jobs.into_iter().zip(per_job) {
