@@ -20,6 +20,7 @@ const METRICS: &[&str] = &[
     "diffgap_active_rows",
     "diffgap_inflight_requests",
     "diffgap_batch_rows",
+    "diffgap_embed_batch_inputs",
     "diffgap_queue_duration_seconds",
     "diffgap_compute_duration_seconds",
     "diffgap_request_duration_seconds",

@@ -98,6 +98,12 @@ pub fn install() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets())
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_ROWS.into()), &rows_buckets())
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(EMBED_BATCH_INPUTS.into()),
+                        &rows_buckets(),
+                    )
                 });
             let builder = match builder {
                 Ok(b) => b,
