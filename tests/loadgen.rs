@@ -55,6 +55,17 @@ impl Server {
     }
 }
 
+/// The standard output of a run that must have succeeded (else its output is the failure).
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
     let server = Server::new();
@@ -68,12 +79,7 @@ fn loadgen_reports_the_sweep_the_open_loop_and_the_ratios() {
         .args(["--ratio-rounds", "2"])
         .output()
         .expect("run loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("service/in-process (test): median of 2 rounds"),
         "{stdout}"
@@ -201,12 +207,7 @@ fn loadgen_pins_the_in_process_engine_to_the_cpus_it_is_given() {
             .expect("run loadgen")
     };
     let out = run(&first.to_string());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains(&format!("on CPUs [{first}]")), "{stdout}");
     let s = server.summary();
     let ip = &s["in_process"];
@@ -259,12 +260,7 @@ fn loadgen_counts_refusals_apart_and_judges_an_overload() {
         .args(["--server-pid", &std::process::id().to_string()])
         .output()
         .expect("run loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("3 connection(s)"), "{stdout}");
     let s = server.summary();
     let over = &s["closed"][1];
