@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Soak (issue 17, item 9; not run in CI): `diffgap serve` on the default model with an admin
 # token, then `diffgap soak`: 16 closed-loop clients of mixed valid and invalid calls for
-# SECONDS (default 600) with the server's memory sampled every 10 s, then RELOADS (default 20)
-# Reload calls each followed by 5 s of the same traffic. Prints the tables and fails when a goal
+# DURATION seconds (default 600) with the server's memory sampled every 10 s, then RELOADS
+# (default 20) Reload calls each followed by 5 s of the same traffic. Prints the tables and fails when a goal
 # is missed (memory after the warm-up within 1.05x, over the reloads within 1.1x, no unexpected
 # answer).
-# Knobs (environment): MODEL, SECONDS, WARMUP, RELOADS, CLIENTS, SERVER_CPUS, CLIENT_CPUS, OUT.
+# Knobs (environment): MODEL, DURATION, WARMUP, RELOADS, CLIENTS, SERVER_CPUS, CLIENT_CPUS, OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 
 MODEL=${MODEL:-models/default}
-SECONDS_=${SECONDS:-600}
+DURATION=${DURATION:-600}
 WARMUP=${WARMUP:-120}
 RELOADS=${RELOADS:-20}
 CLIENTS=${CLIENTS:-16}
@@ -48,5 +48,5 @@ RUST_LOG=warn "${SERVER_ON[@]}" "$BIN" serve --model "$MODEL" --listen "127.0.0.
     --metrics-listen off --admin-tokens-file "$TMP/admin-token" "${CATALOG_ARGS[@]}" &
 SERVER_PID=$!
 "${CLIENT_ON[@]}" "$BIN" soak --addr "http://127.0.0.1:$port" --server-pid "$SERVER_PID" \
-    --clients "$CLIENTS" --seconds "$SECONDS_" --warmup-seconds "$WARMUP" --reloads "$RELOADS" \
+    --clients "$CLIENTS" --seconds "$DURATION" --warmup-seconds "$WARMUP" --reloads "$RELOADS" \
     --admin-token-file "$TMP/admin-token" --summary-json "$OUT/soak.json" --check
