@@ -32,7 +32,9 @@ for t in "${targets[@]}"; do
     -max_total_time="$seconds" -runs="$runs" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
     >"fuzz/logs/$t.log" 2>&1 || true
   grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|Done)|panicked|deadly signal|SUMMARY' "fuzz/logs/$t.log" || true
-  if ls "fuzz/artifacts/$t"/crash-* "fuzz/artifacts/$t"/oom-* "fuzz/artifacts/$t"/timeout-* >/dev/null 2>&1; then
+  # compgen: `ls a b c` fails when any one is missing, so it missed a lone crash file.
+  if compgen -G "fuzz/artifacts/$t/crash-*" >/dev/null || compgen -G "fuzz/artifacts/$t/oom-*" >/dev/null \
+    || compgen -G "fuzz/artifacts/$t/timeout-*" >/dev/null; then
     echo "$t: FOUND failing inputs in fuzz/artifacts/$t" >&2
     exit 1
   fi
