@@ -12,7 +12,10 @@
 #     grpcio-reflection clients; the official openai client against the HTTP listener's
 #     OpenAI-compatible /v1/embeddings; a catalog built and exported (diffgap catalog export)
 #     into Qdrant through the official qdrant-client (local mode), ranked there as the server's
-#     Rank ranks it (examples/qdrant/); promtool check metrics on a live scrape, which must also
+#     Rank ranks it (examples/qdrant/); the playground in headless Chromium driven by
+#     Playwright (tests/browser/playground.mjs: a query typed, candidates with their scores, a
+#     catalog sound played, the gap picture; its screenshot saved to $OPS_ARTIFACTS, by default
+#     target/artifacts/playground.png); promtool check metrics on a live scrape, which must also
 #     hold every metric the alerts and the dashboard use; SIGTERM drains and exits 0.
 # Each validator is also shown a broken input that it must refuse, so that no check passes
 # by checking nothing. Ends with "N passed, 0 failed".
@@ -134,6 +137,11 @@ env -i "$BIN" catalog build --model "$MODEL" --pairs .cache/real/projection/pair
 env -i "$BIN" catalog export --model "$MODEL" --catalog "$TMP/catalogs/sounds" --out "$TMP/export" >>"$TMP/catalog.log" 2>&1 \
   || { cat "$TMP/catalog.log" >&2; fail "diffgap catalog export"; }
 ok "diffgap catalog build and export: $(tail -n 1 "$TMP/catalog.log")"
+# The same held-out sounds as files (all of Tux Paint is the test split), for the playground.
+mkdir -p "$TMP/clips" && ln -s "$DIFFGAP_ROOT"/.cache/corpus/clips/tuxpaint-*.wav "$TMP/clips/"
+env -i "$BIN" catalog build --model "$MODEL" --audio-dir "$TMP/clips" --modality audio --out "$TMP/catalogs/clips" \
+  --device cpu >"$TMP/clips.log" 2>&1 || { cat "$TMP/clips.log" >&2; fail "diffgap catalog build --audio-dir"; }
+ok "diffgap catalog build --audio-dir: $(tail -n 1 "$TMP/clips.log")"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="$(free_port)"; MPORT="$(free_port)"; HPORT="$(free_port)"
@@ -177,6 +185,15 @@ sed 's/"steps": [0-9]*/"steps": 1/' "$TMP/export/export.json" >"$TMP/export-bad/
 must_fail "examples/qdrant/qdrant_rank.py" "$PY" examples/qdrant/qdrant_rank.py --export "$TMP/export-bad" \
   --base-url "http://127.0.0.1:$HPORT" --token "$TOKEN" --query "a dog barking"
 grep -q "FAILED: bridged" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "the Qdrant example did not catch a wrongly bridged query"; }
+
+ARTIFACTS="${OPS_ARTIFACTS:-$DIFFGAP_ROOT/target/artifacts}"
+node tests/browser/playground.mjs --url "http://127.0.0.1:$HPORT" --token "$TOKEN" --chromium "$OPS_CHROMIUM" \
+  --catalog clips --query thunder --screenshot "$ARTIFACTS/playground.png" >"$TMP/browser.log" 2>&1 \
+  || { cat "$TMP/browser.log" >&2; fail "tests/browser/playground.mjs"; }
+ok "the playground in headless Chromium (playwright-core): query typed, candidates with their scores, a catalog sound played, gap picture ($(grep -c '^ok:' "$TMP/browser.log") checks); screenshot $ARTIFACTS/playground.png"
+must_fail "tests/browser/playground.mjs" node tests/browser/playground.mjs --url "http://127.0.0.1:$HPORT" \
+  --token "not-$TOKEN" --chromium "$OPS_CHROMIUM" --screenshot "$TMP/refused.png"
+grep -q "FAILED: connecting: 401" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "the browser check did not see the wrong token refused"; }
 
 "$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=10).read().decode())" >"$TMP/metrics.txt" \
   || fail "scraping /metrics"

