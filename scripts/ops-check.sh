@@ -174,7 +174,7 @@ ok "openai client (PyPI) on the HTTP listener's /v1/embeddings: default, float, 
 # schemathesis sends every operation inputs valid and invalid by the document (settings in
 # scripts/schemathesis.toml); no answer may be a 5xx, and each must be documented (status,
 # content type, headers, body schema). A document that misdescribes an answer must be caught.
-ST_RUN=("$OPS_SCHEMATHESIS" --config-file scripts/schemathesis.toml run -H "authorization: Bearer $TOKEN")
+ST_RUN=("$OPS_SCHEMATHESIS" --config-file scripts/schemathesis.toml run -H "Authorization: Bearer $TOKEN")
 "${ST_RUN[@]}" "http://127.0.0.1:$HPORT/openapi.json" >"$TMP/schemathesis.log" 2>&1 \
   || { tail -n 200 "$TMP/schemathesis.log" >&2; fail "schemathesis on the HTTP API"; }
 st_ops="$(grep -oE 'Tested: [0-9]+' "$TMP/schemathesis.log" | grep -oE '[0-9]+')"
