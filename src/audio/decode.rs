@@ -131,6 +131,7 @@ fn decode_mono(
         limits::check(&h.declared(), None)?;
         h.check_blocks()?;
     }
+    super::id3::check(bytes)?;
     let wav = wav_header::peek(bytes);
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let mut hint = Hint::new();

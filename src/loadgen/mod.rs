@@ -21,7 +21,8 @@
 //! - [`ratios`]: the goal ratios (service over in-process, p99 over the batch time);
 //! - [`summary`]: what a run measured (`--summary-json`);
 //! - [`overload`]: the overload goals of a saturating and an overloading level;
-//! - [`report`]: the tables, and `diffgap loadgen-summary`'s goal tables of two runs.
+//! - [`report`]: the tables, and `diffgap loadgen-summary`'s goal tables of two runs;
+//! - [`soak`]: `diffgap soak`, mixed valid and invalid traffic and reloads, the server's memory.
 
 mod args;
 pub mod audio;
@@ -32,6 +33,7 @@ mod outcome;
 mod overload;
 mod ratios;
 pub mod report;
+pub mod soak;
 pub mod summary;
 mod sweep;
 

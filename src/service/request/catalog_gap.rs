@@ -20,7 +20,7 @@ use crate::service::request::catalog::CatalogData;
 pub const MAX_POINTS: usize = 1000;
 
 /// The picture of one catalog.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GapView {
     pub catalog: String,
     pub model: String,
@@ -42,6 +42,8 @@ pub struct GapView {
     pub axes: [Vec<f32>; 2],
     /// Share of the drawn vectors' variance that the two axes show.
     pub explained: f32,
+    /// Whether the entries are files that the audio route serves.
+    pub files: bool,
 }
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
@@ -118,6 +120,7 @@ pub fn gap_view(c: &CatalogData) -> Result<GapView, ServiceError> {
         } else {
             0.0
         },
+        files: false,
     })
 }
 

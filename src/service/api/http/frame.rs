@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tonic_health::pb::health_server::Health;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::server::HealthService;
@@ -44,8 +45,8 @@ pub struct HttpApi {
 }
 
 /// A route's answer: its JSON, and the worker's (queue, compute) when it got that far.
-pub struct Answer {
-    pub json: serde_json::Value,
+pub struct Answer<T> {
+    pub json: T,
     pub timings: Option<(Duration, Duration)>,
 }
 
@@ -81,7 +82,7 @@ impl HttpApi {
     /// Runs the route `route` on `request`: the JSON body read into `Req` (an empty body is
     /// `{}`), then `run(req, deadline)` as a call labelled by `meta(&req)` = (items, model).
     /// Errors are answered in `style`.
-    pub async fn call<Req, Fut>(
+    pub async fn call<Req, Fut, T>(
         &self,
         (route, style): (&'static str, Style),
         request: axum::extract::Request,
@@ -90,7 +91,8 @@ impl HttpApi {
     ) -> Response
     where
         Req: DeserializeOwned,
-        Fut: Future<Output = Result<Answer, ServiceError>>,
+        Fut: Future<Output = Result<Answer<T>, ServiceError>>,
+        T: Serialize,
     {
         let t0 = Instant::now();
         let (parts, body) = request.into_parts();

@@ -14,21 +14,20 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{Redirect, Response};
-use axum::routing::get;
-use axum::Router;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use super::frame::{Answer, HttpApi};
 use super::json::Empty;
-use super::reply::{self, Style};
+use super::openapi::{AudioFile, CallHeaders, ServiceErrors};
+use super::reply::{self, ErrorJson, Style};
 use crate::service::error::ServiceError;
 use crate::service::request::{catalog_files, catalog_gap};
 
 type Api = State<Arc<HttpApi>>;
 
 /// Where the page is.
-pub const PAGE_PATH: &str = "/playground";
+const PAGE_PATH: &str = "/playground";
 
 /// The page's files: (name under [`PAGE_PATH`], media type, content).
 const FILES: [(&str, &str, &str); 4] = [
@@ -59,19 +58,30 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
      connect-src 'self'; media-src blob:; img-src data:; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-pub fn routes() -> Router<Arc<HttpApi>> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to(PAGE_PATH) }))
-        .route(PAGE_PATH, get(|| async { file("") }))
-        .route("/playground/{name}", get(asset))
-        .route("/v1/catalogs/{catalog}/gap", get(gap_route))
-        .route(
-            "/v1/catalogs/{catalog}/entries/{id}/audio",
-            get(audio_route),
-        )
+/// `/`: to the page.
+#[utoipa::path(get, path = "/", operation_id = "root", tag = "playground",
+    responses((status = 303, description = "To the playground page",
+        headers(("location" = String, description = "/playground")))))]
+pub(super) async fn root() -> Redirect {
+    Redirect::to(PAGE_PATH)
 }
 
-async fn asset(Path(name): Path<String>) -> Response {
+/// The playground page (no token: the page asks for one and sends it to the API routes).
+#[utoipa::path(get, path = "/playground", operation_id = "playground", tag = "playground",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
+pub(super) async fn page() -> Response {
+    file("")
+}
+
+/// One of the page's files.
+#[utoipa::path(get, path = "/playground/{name}", operation_id = "playground_file", tag = "playground",
+    params(("name" = String, Path, description = "app.js, gap.js or style.css")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such file", body = ErrorJson)
+    ))]
+pub(super) async fn asset(Path(name): Path<String>) -> Response {
     file(&name)
 }
 
@@ -105,7 +115,16 @@ fn bad_path(e: PathRejection) -> ServiceError {
     ServiceError::invalid("path", e.body_text())
 }
 
-async fn gap_route(
+/// A catalog's gap picture: its entries and their reverse-bridged embeddings in two principal
+/// axes, with the frame to project a query into.
+#[utoipa::path(get, path = "/v1/catalogs/{catalog}/gap", operation_id = "catalog_gap",
+    tag = "playground", security(("bearer" = [])),
+    params(CallHeaders, ("catalog" = String, Path, description = "A served catalog")),
+    responses(
+        (status = 200, description = "The picture", body = catalog_gap::GapView),
+        ServiceErrors
+    ))]
+pub(super) async fn gap_route(
     State(api): Api,
     path: Result<Path<String>, PathRejection>,
     request: Request,
@@ -122,11 +141,8 @@ async fn gap_route(
             let view = tokio::task::spawn_blocking(move || catalog_gap::gap_view(&c))
                 .await
                 .map_err(|e| ServiceError::Internal(format!("the gap picture: {e}")))??;
-            let mut json = json!(view);
-            // Whether the audio route plays its entries.
-            json["files"] = json!(files);
             Ok(Answer {
-                json,
+                json: json!(catalog_gap::GapView { files, ..view }),
                 timings: None,
             })
         },
@@ -134,7 +150,18 @@ async fn gap_route(
     .await
 }
 
-async fn audio_route(
+/// The sound file of a catalog entry (a catalog built with `catalog build --audio-dir`).
+#[utoipa::path(get, path = "/v1/catalogs/{catalog}/entries/{id}/audio", operation_id = "catalog_audio",
+    tag = "playground", security(("bearer" = [])),
+    params(CallHeaders, ("catalog" = String, Path, description = "A served catalog"),
+        ("id" = String, Path, description = "One of its entries")),
+    responses(
+        (status = 200, description = "The file, byte for byte", content(
+            (AudioFile = "audio/wav"), (AudioFile = "audio/flac"), (AudioFile = "audio/ogg"),
+            (AudioFile = "audio/mpeg"))),
+        ServiceErrors
+    ))]
+pub(super) async fn audio_route(
     State(api): Api,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
