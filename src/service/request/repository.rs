@@ -22,6 +22,7 @@ use tch::Device;
 
 use crate::model::artifact;
 use crate::service::error::ServiceError;
+use crate::service::ops::memory;
 use crate::service::ops::metrics;
 use crate::service::request::catalog::{self, CatalogData};
 use crate::service::request::reload::{self, Failure, Found, Step};
@@ -256,7 +257,11 @@ impl Repository {
     pub async fn reload(&self) -> Result<ReloadReport, ServiceError> {
         let _one = self.reloading.lock().await;
         let old = self.get()?;
-        self.reload_from(&old).await.map_err(reload::public_error)
+        let report = self.reload_from(&old).await.map_err(reload::public_error);
+        // The old catalogs, freed on this thread once no request holds them, go back too.
+        drop(old);
+        memory::release_freed();
+        report
     }
 
     async fn reload_from(&self, old: &Arc<Registry>) -> Result<ReloadReport, ServiceError> {

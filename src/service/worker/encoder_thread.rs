@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::encoders::EncoderError;
 use crate::service::error::ServiceError;
+use crate::service::ops::memory;
 use crate::service::ops::threads::{self, IoThreadPolicy};
 use crate::service::types::EmbedderInfo;
 use crate::service::worker::death_watch::DeathWatch;
@@ -49,6 +50,8 @@ pub(super) fn spawn(
         .spawn(move || {
             let _watch = watch;
             run(&dir, device, opts, jobs, &loaded_tx);
+            // The encoders are dropped: their memory goes back to the system.
+            memory::release_freed();
         })
         .map_err(|e| ServiceError::Internal(format!("cannot start an encoder thread: {e}")))?;
     Ok((thread, loaded))

@@ -55,6 +55,7 @@ pub use options::WorkerOptions;
 pub use stats::{StatsSnapshot, WorkerStats};
 
 use crate::service::error::ServiceError;
+use crate::service::ops::memory;
 use crate::service::types::ModelInfo;
 use death_watch::DeathWatch;
 use handle::Lane;
@@ -116,6 +117,8 @@ impl ModelWorker {
                         pace: &measured,
                     };
                     thread::run_instance(&dir, device, opts, queue, encoders, &join, &stats);
+                    // The instance's model is dropped: its memory goes back to the system.
+                    memory::release_freed();
                 })
                 .map_err(|e| ServiceError::Internal(format!("cannot start a model thread: {e}")))?;
             lanes.push(Lane::new(tx, embed_tx, pace));
