@@ -21,7 +21,8 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut builder = tonic_prost_build::configure();
-    // GET /v1/info on the HTTP listener answers with InfoResponse as JSON, field for field.
+    // GET /v1/info on the HTTP listener answers with InfoResponse as JSON, field for field,
+    // described in its OpenAPI document by the same types.
     for message in [
         "InfoResponse",
         "ModelInfo",
@@ -32,7 +33,7 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         builder = builder.type_attribute(
             format!(".diffgap.v1.{message}"),
-            "#[derive(serde::Serialize)]",
+            "#[derive(serde::Serialize, utoipa::ToSchema)]",
         );
     }
     builder

@@ -10,9 +10,14 @@
 #     binary and model, with bearer tokens on: the Kubernetes ConfigMap's configuration
 #     loads; the Python client (grpcio-tools stubs), the grpcio-health-checking and
 #     grpcio-reflection clients; the official openai client against the HTTP listener's
-#     OpenAI-compatible /v1/embeddings; a catalog built and exported (diffgap catalog export)
-#     into Qdrant through the official qdrant-client (local mode), ranked there as the server's
-#     Rank ranks it (examples/qdrant/); promtool check metrics on a live scrape, which must also
+#     OpenAI-compatible /v1/embeddings; schemathesis on the HTTP API's OpenAPI document
+#     (every operation, valid and invalid inputs, no 5xx, answers as documented); a catalog
+#     built and exported (diffgap catalog export) into Qdrant through the official
+#     qdrant-client (local mode), ranked there as the server's Rank ranks it (examples/qdrant/);
+#     the playground in headless Chromium driven by Playwright (tests/browser/playground.mjs:
+#     a query typed, candidates with their scores, a catalog sound played, the gap picture; its
+#     screenshot saved to $OPS_ARTIFACTS, by default target/artifacts/playground.png); promtool
+#     check metrics on a live scrape, which must also
 #     hold every metric the alerts and the dashboard use; SIGTERM drains and exits 0.
 # Each validator is also shown a broken input that it must refuse, so that no check passes
 # by checking nothing. Ends with "N passed, 0 failed".
@@ -134,6 +139,11 @@ env -i "$BIN" catalog build --model "$MODEL" --pairs .cache/real/projection/pair
 env -i "$BIN" catalog export --model "$MODEL" --catalog "$TMP/catalogs/sounds" --out "$TMP/export" >>"$TMP/catalog.log" 2>&1 \
   || { cat "$TMP/catalog.log" >&2; fail "diffgap catalog export"; }
 ok "diffgap catalog build and export: $(tail -n 1 "$TMP/catalog.log")"
+# The same held-out sounds as files (all of Tux Paint is the test split), for the playground.
+mkdir -p "$TMP/clips" && ln -s "$DIFFGAP_ROOT"/.cache/corpus/clips/tuxpaint-*.wav "$TMP/clips/"
+env -i "$BIN" catalog build --model "$MODEL" --audio-dir "$TMP/clips" --modality audio --out "$TMP/catalogs/clips" \
+  --device cpu >"$TMP/clips.log" 2>&1 || { cat "$TMP/clips.log" >&2; fail "diffgap catalog build --audio-dir"; }
+ok "diffgap catalog build --audio-dir: $(tail -n 1 "$TMP/clips.log")"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT="$(free_port)"; MPORT="$(free_port)"; HPORT="$(free_port)"
@@ -168,6 +178,22 @@ ok "grpcio-health-checking (Check, Watch, no token) and grpcio-reflection (token
   || { cat "$TMP/openai.log" >&2; fail "examples/python/openai_client.py"; }
 ok "openai client (PyPI) on the HTTP listener's /v1/embeddings: default, float, base64, extra_body bridge_to, errors ($(grep -c '^ok:' "$TMP/openai.log") checks)"
 
+# The HTTP API against its own OpenAPI document (GET /openapi.json, no token needed):
+# schemathesis sends every operation inputs valid and invalid by the document (settings in
+# scripts/schemathesis.toml); no answer may be a 5xx, and each must be documented (status,
+# content type, headers, body schema). A document that misdescribes an answer must be caught.
+ST_RUN=("$OPS_SCHEMATHESIS" --config-file scripts/schemathesis.toml run -H "Authorization: Bearer $TOKEN")
+"${ST_RUN[@]}" "http://127.0.0.1:$HPORT/openapi.json" >"$TMP/schemathesis.log" 2>&1 \
+  || { tail -n 200 "$TMP/schemathesis.log" >&2; fail "schemathesis on the HTTP API"; }
+st_ops="$(grep -oE 'Tested: [0-9]+' "$TMP/schemathesis.log" | grep -oE '[0-9]+')"
+st_cases="$(grep -oE '[0-9]+ generated' "$TMP/schemathesis.log" | grep -oE '[0-9]+')"
+ok "schemathesis (PyPI) on GET /openapi.json: $st_ops operations, $st_cases generated cases (valid and invalid), no 5xx, every answer as documented"
+"$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$HPORT/openapi.json', timeout=10).read().decode())" \
+  | sed 's/"device":{"type":"string"/"device":{"type":"integer"/' >"$TMP/bad-openapi.json"
+must_fail "schemathesis" "${ST_RUN[@]}" "$TMP/bad-openapi.json" --url "http://127.0.0.1:$HPORT" \
+  --include-path /v1/info --phases examples,fuzzing -n 5
+grep -q "Response violates schema" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "schemathesis did not catch a misdescribed answer"; }
+
 "$PY" examples/qdrant/qdrant_rank.py --export "$TMP/export" --base-url "http://127.0.0.1:$HPORT" --token "$TOKEN" >"$TMP/qdrant.log" 2>&1 \
   || { cat "$TMP/qdrant.log" >&2; fail "examples/qdrant/qdrant_rank.py"; }
 ok "qdrant-client (PyPI, local mode): the exported catalog, two named vectors a point, ranks as diffgap's Rank (contrastive, bridged, reverse, fused; $(grep -c '^ok:' "$TMP/qdrant.log") checks)"
@@ -177,6 +203,15 @@ sed 's/"steps": [0-9]*/"steps": 1/' "$TMP/export/export.json" >"$TMP/export-bad/
 must_fail "examples/qdrant/qdrant_rank.py" "$PY" examples/qdrant/qdrant_rank.py --export "$TMP/export-bad" \
   --base-url "http://127.0.0.1:$HPORT" --token "$TOKEN" --query "a dog barking"
 grep -q "FAILED: bridged" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "the Qdrant example did not catch a wrongly bridged query"; }
+
+ARTIFACTS="${OPS_ARTIFACTS:-$DIFFGAP_ROOT/target/artifacts}"
+node tests/browser/playground.mjs --url "http://127.0.0.1:$HPORT" --token "$TOKEN" --chromium "$OPS_CHROMIUM" \
+  --catalog clips --query thunder --screenshot "$ARTIFACTS/playground.png" >"$TMP/browser.log" 2>&1 \
+  || { cat "$TMP/browser.log" >&2; fail "tests/browser/playground.mjs"; }
+ok "the playground in headless Chromium (playwright-core): query typed, candidates with their scores, a catalog sound played, gap picture ($(grep -c '^ok:' "$TMP/browser.log") checks); screenshot $ARTIFACTS/playground.png"
+must_fail "tests/browser/playground.mjs" node tests/browser/playground.mjs --url "http://127.0.0.1:$HPORT" \
+  --token "not-$TOKEN" --chromium "$OPS_CHROMIUM" --screenshot "$TMP/refused.png"
+grep -q "FAILED: connecting: 401" "$TMP/neg.log" || { cat "$TMP/neg.log" >&2; fail "the browser check did not see the wrong token refused"; }
 
 "$PY" -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=10).read().decode())" >"$TMP/metrics.txt" \
   || fail "scraping /metrics"

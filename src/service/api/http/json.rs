@@ -6,14 +6,17 @@
 //! says what is missing, exactly as for a gRPC request.
 
 use base64::Engine;
-use serde::Deserialize;
+// Serialize: the schema shows each field's default (`#[serde(default)]`), which needs it.
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::ToSchema;
 
 use crate::service::echo::echo;
 use crate::service::error::ServiceError;
 use crate::service::proto::{self, raw_input::Input, RankMode};
 
-/// A raw input for the model's encoders.
-#[derive(Debug, Deserialize)]
+/// A raw input for the model's encoders: exactly one of the four.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawJson {
     Text(String),
@@ -23,7 +26,8 @@ pub enum RawJson {
     Video(VideoJson),
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Decoded audio samples, interleaved by channel.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplesJson {
     values: Vec<f32>,
@@ -31,7 +35,8 @@ pub struct SamplesJson {
     channels: u32,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Video frames, row-major (frames, height, width, RGB).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VideoJson {
     values: Vec<f32>,
@@ -74,9 +79,11 @@ fn embedding(values: Option<Vec<f32>>) -> Option<proto::Embedding> {
     values.map(|values| proto::Embedding { values })
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/embed`: raw inputs through the model's encoders (the proto's EmbedRequest).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedJson {
+    /// A served model's name; "" or left out: the default model.
     pub model: String,
     pub inputs: Vec<RawJson>,
 }
@@ -96,7 +103,8 @@ impl EmbedJson {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// One item to bridge: an embedding or a raw input (the proto's BridgeItem).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BridgeItemJson {
     source_modality: String,
@@ -109,9 +117,11 @@ pub struct BridgeItemJson {
     seed: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/bridge` (the proto's BridgeRequest).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BridgeJson {
+    /// A served model's name; "" or left out: the default model.
     pub model: String,
     pub items: Vec<BridgeItemJson>,
 }
@@ -142,9 +152,11 @@ impl BridgeJson {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/refine` (the proto's RefineRequest).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefineJson {
+    /// A served model's name; "" or left out: the default model.
     pub model: String,
     modality: String,
     embedding: Option<Vec<f32>>,
@@ -178,7 +190,8 @@ impl RefineJson {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A candidate given inline: an id and an embedding or a raw input.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CandidateJson {
     id: String,
@@ -186,16 +199,20 @@ pub struct CandidateJson {
     raw: Option<RawJson>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/rank` (the proto's RankRequest): candidates inline or a catalog's name.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RankJson {
+    /// A served model's name; "" or left out: the default model.
     pub model: String,
     query: Option<Vec<f32>>,
     raw_query: Option<RawJson>,
     query_modality: String,
     candidate_modality: String,
     pub candidates: Vec<CandidateJson>,
-    /// The mode's name: the RankMode without its prefix, lower case ("fused_hub").
+    /// The mode's name: the RankMode without its prefix, lower case ("fused_hub"); left
+    /// out: fused.
+    #[schema(schema_with = mode_schema)]
     mode: Option<String>,
     top_k: u32,
     seed: Option<u64>,
@@ -249,6 +266,17 @@ fn rank_mode(name: &str) -> Result<i32, ServiceError> {
             ))
         }
     }
+}
+
+/// The schema of Rank's `mode`: one of the modes' names, or null (the default).
+fn mode_schema() -> Schema {
+    let names = (1..)
+        .map_while(|i| RankMode::try_from(i).ok())
+        .map(|m| serde_json::Value::from(mode_name(m)));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(names.chain([serde_json::Value::Null])))
+        .into()
 }
 
 /// The JSON name of `m`: "fused_hub" for RANK_MODE_FUSED_HUB.

@@ -16,6 +16,8 @@
 //! | `POST /v1/embeddings` | OpenAI's embeddings response ([`openai`]) |
 //! | `GET /health/live` | 200 while the process serves HTTP |
 //! | `GET /health/ready` | 200 when gRPC health says SERVING, else 503 |
+//! | `GET /playground`, `GET /v1/catalogs/...` | the playground page and its routes ([`playground`]) |
+//! | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`]) |
 //!
 //! The drain: when it begins (SIGTERM), readiness turns 503 with gRPC health, the listener
 //! stops accepting, idle connections close, and [`serve`] returns once the requests in flight
@@ -25,6 +27,8 @@ mod body;
 mod frame;
 mod json;
 mod openai;
+mod openapi;
+mod playground;
 mod reply;
 mod routes;
 mod views;

@@ -21,11 +21,14 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::ToSchema;
 
 use super::frame::{Answer, HttpApi};
 use super::json::decode_base64;
+use super::openapi::{CallHeaders, OpenAiErrors};
 use super::reply::Style;
 use crate::encoders::text::count_tokens;
 use crate::service::api::context::Context;
@@ -35,27 +38,37 @@ use crate::service::error::ServiceError;
 use crate::service::proto::{self, raw_input::Input};
 use crate::service::types::EmbedderInfo;
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// How the embeddings are sent: arrays of numbers, or base64 of their little-endian f32.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Format {
+pub enum Format {
     #[default]
     Float,
     Base64,
 }
 
-#[derive(Debug, Deserialize)]
+/// OpenAI's embeddings request, with diffgap's cross-modal extensions.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsJson {
+    /// A string, or a non-empty list of strings (token arrays are not supported).
+    #[schema(schema_with = input_schema)]
     input: Value,
+    /// A served model's name; "" or left out: the default model.
     #[serde(default)]
     model: String,
     #[serde(default)]
     encoding_format: Option<Format>,
+    /// Only the model's own dimension is accepted.
     dimensions: Option<u64>,
     #[serde(default)]
     #[allow(dead_code)] // accepted as OpenAI's API does, not used
     user: Option<String>,
+    /// What the inputs are: "text" (the default) or the model's audio modality, each input
+    /// then a base64 audio file.
     modality: Option<String>,
+    /// A modality to bridge the embeddings into; `steps`, `guidance`, `samples` and `seed`
+    /// apply only with it.
     bridge_to: Option<String>,
     steps: Option<u32>,
     guidance: Option<f32>,
@@ -63,6 +76,13 @@ pub struct EmbeddingsJson {
     seed: Option<u64>,
 }
 
+/// OpenAI's embeddings API, with diffgap's cross-modal extensions.
+#[utoipa::path(post, path = "/v1/embeddings", operation_id = "embeddings",
+    request_body = EmbeddingsJson, params(CallHeaders), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The embeddings", body = EmbeddingsReply),
+        OpenAiErrors
+    ))]
 pub async fn embeddings(State(api): State<Arc<HttpApi>>, request: Request) -> Response {
     let ctx = api.ctx();
     api.call(
@@ -75,6 +95,49 @@ pub async fn embeddings(State(api): State<Arc<HttpApi>>, request: Request) -> Re
         |r, deadline| run(ctx, r, deadline),
     )
     .await
+}
+
+/// The schema of `input`: a string, or a non-empty list of strings.
+fn input_schema() -> Schema {
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    let list = ArrayBuilder::new().items(text()).min_items(Some(1));
+    OneOfBuilder::new().item(text()).item(list).into()
+}
+
+/// One input's embedding.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingJson {
+    #[schema(value_type = String, example = "embedding")]
+    object: &'static str,
+    index: usize,
+    embedding: EmbeddingValues,
+}
+
+/// The embedding as `encoding_format` asked.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingValues {
+    Float(Vec<f32>),
+    /// The little-endian f32 bytes, base64 (standard alphabet).
+    Base64(String),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    /// Tokens of the text inputs, by the text encoder's own tokenizer (0 for audio).
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// OpenAI's embeddings response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingsReply {
+    #[schema(value_type = String, example = "list")]
+    object: &'static str,
+    data: Vec<EmbeddingJson>,
+    /// The model that answered.
+    model: String,
+    usage: Usage,
 }
 
 /// The inputs: a string, or a list of strings.
@@ -124,7 +187,7 @@ async fn run(
     ctx: &Context,
     r: EmbeddingsJson,
     deadline: Option<Instant>,
-) -> Result<Answer, ServiceError> {
+) -> Result<Answer<EmbeddingsReply>, ServiceError> {
     let texts = texts(r.input)?;
     let s = ctx.served(&r.model)?;
     let m = &s.info;
@@ -213,29 +276,37 @@ async fn run(
         }
     };
     let format = r.encoding_format.unwrap_or_default();
-    let data: Vec<Value> = rows
+    let data = rows
         .into_iter()
         .enumerate()
         .map(|(index, values)| {
             let values = values.unwrap_or_default();
             let embedding = match format {
-                Format::Float => json!(values),
-                Format::Base64 => json!(base64_f32(&values)),
+                Format::Float => EmbeddingValues::Float(values),
+                Format::Base64 => EmbeddingValues::Base64(base64_f32(&values)),
             };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+            EmbeddingJson {
+                object: "embedding",
+                index,
+                embedding,
+            }
         })
         .collect();
     let worker = timings.map(|t| {
         let ns = std::time::Duration::from_nanos;
         (ns(t.queue_ns), ns(t.compute_ns))
     });
+    let usage = Usage {
+        prompt_tokens: tokens,
+        total_tokens: tokens,
+    };
     Ok(Answer {
-        json: json!({
-            "object": "list",
-            "data": data,
-            "model": m.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }),
+        json: EmbeddingsReply {
+            object: "list",
+            data,
+            model: m.name.clone(),
+            usage,
+        },
         timings: worker,
     })
 }
@@ -249,6 +320,7 @@ fn base64_f32(values: &[f32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn inputs_are_a_string_or_strings() {

@@ -8,11 +8,54 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::service::api::request_id;
 use crate::service::error::ServiceError;
 use crate::service::ops::metrics::code_name;
+
+/// An error in the service's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorJson {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The gRPC code's name, as the metrics' `status` label.
+    #[schema(example = "invalid_argument")]
+    code: String,
+    /// What went wrong, naming the field and the limit.
+    message: String,
+}
+
+impl ErrorJson {
+    pub fn new(code: &str, message: String) -> Self {
+        let code = code.to_owned();
+        Self {
+            error: ErrorDetail { code, message },
+        }
+    }
+}
+
+/// An error in OpenAI's shape (`POST /v1/embeddings`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorJson {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    message: String,
+    /// "invalid_request_error", "rate_limit_error" or "server_error".
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The offending request field, when one is to blame.
+    param: Option<String>,
+    /// OpenAI's code ("model_not_found", "invalid_api_key", "rate_limit_exceeded") or the
+    /// gRPC code's name.
+    code: &'static str,
+}
 
 /// How a route's errors look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,19 +83,24 @@ pub fn json(
 pub fn error(style: Style, id: &str, total: Duration, e: &ServiceError) -> Response {
     let status = e.http_status();
     let message = e.to_string();
-    let value = match style {
-        Style::Service => json!({"error": {"code": code_name(e.code()), "message": message}}),
+    let mut r = match style {
+        Style::Service => body(status, &ErrorJson::new(code_name(e.code()), message)),
         Style::OpenAi => {
             let (kind, code) = openai_kind(e, status);
             let param = match e {
-                ServiceError::InvalidArgument { field, .. } => Some(field.as_str()),
-                ServiceError::ModelNotFound { .. } => Some("model"),
+                ServiceError::InvalidArgument { field, .. } => Some(field.clone()),
+                ServiceError::ModelNotFound { .. } => Some("model".to_owned()),
                 _ => None,
             };
-            json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+            let error = OpenAiErrorDetail {
+                message,
+                kind,
+                param,
+                code,
+            };
+            body(status, &OpenAiErrorJson { error })
         }
     };
-    let mut r = body(status, &value);
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

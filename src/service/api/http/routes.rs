@@ -13,9 +13,12 @@ use serde_json::json;
 use super::frame::HttpApi;
 use super::json::{BridgeJson, EmbedJson, Empty, RankJson, RefineJson};
 use super::openai;
+use super::openapi::{self, CallHeaders, InfoErrors, ServiceErrors};
+use super::playground;
 use super::reply::{self, Style};
-use super::views;
+use super::views::{self, HealthJson, HealthStatus};
 use crate::service::api::{bridge, embed, info, rank};
+use crate::service::proto;
 
 type Api = State<Arc<HttpApi>>;
 
@@ -29,12 +32,28 @@ pub fn router(api: Arc<HttpApi>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/", get(playground::root))
+        .route("/playground", get(playground::page))
+        .route("/playground/{name}", get(playground::asset))
+        .route("/v1/catalogs/{catalog}/gap", get(playground::gap_route))
+        .route(
+            "/v1/catalogs/{catalog}/entries/{id}/audio",
+            get(playground::audio_route),
+        )
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
 }
 
-async fn embed_route(State(api): Api, request: Request) -> Response {
+/// Embed: raw inputs through the model's encoders.
+#[utoipa::path(post, path = "/v1/embed", operation_id = "embed", request_body = EmbedJson,
+    params(CallHeaders), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One embedding per input", body = views::EmbedReply),
+        ServiceErrors
+    ))]
+pub(super) async fn embed_route(State(api): Api, request: Request) -> Response {
     let ctx = api.ctx();
     api.call(
         ("http:/v1/embed", Style::Service),
@@ -49,7 +68,14 @@ async fn embed_route(State(api): Api, request: Request) -> Response {
     .await
 }
 
-async fn bridge_route(State(api): Api, request: Request) -> Response {
+/// Bridge: embeddings (or raw inputs) into another modality.
+#[utoipa::path(post, path = "/v1/bridge", operation_id = "bridge", request_body = BridgeJson,
+    params(CallHeaders), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The bridged embeddings", body = views::BridgeReply),
+        ServiceErrors
+    ))]
+pub(super) async fn bridge_route(State(api): Api, request: Request) -> Response {
     let ctx = api.ctx();
     api.call(
         ("http:/v1/bridge", Style::Service),
@@ -64,7 +90,14 @@ async fn bridge_route(State(api): Api, request: Request) -> Response {
     .await
 }
 
-async fn refine_route(State(api): Api, request: Request) -> Response {
+/// Refine: an embedding denoised towards a partner of the other modality.
+#[utoipa::path(post, path = "/v1/refine", operation_id = "refine", request_body = RefineJson,
+    params(CallHeaders), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The refined embedding", body = views::RefineReply),
+        ServiceErrors
+    ))]
+pub(super) async fn refine_route(State(api): Api, request: Request) -> Response {
     let ctx = api.ctx();
     api.call(
         ("http:/v1/refine", Style::Service),
@@ -79,7 +112,14 @@ async fn refine_route(State(api): Api, request: Request) -> Response {
     .await
 }
 
-async fn rank_route(State(api): Api, request: Request) -> Response {
+/// Rank: candidates (inline or a catalog) for a query.
+#[utoipa::path(post, path = "/v1/rank", operation_id = "rank", request_body = RankJson,
+    params(CallHeaders), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The best candidates, best first", body = views::RankReply),
+        ServiceErrors
+    ))]
+pub(super) async fn rank_route(State(api): Api, request: Request) -> Response {
     let ctx = api.ctx();
     api.call(
         ("http:/v1/rank", Style::Service),
@@ -94,7 +134,14 @@ async fn rank_route(State(api): Api, request: Request) -> Response {
     .await
 }
 
-async fn info_route(State(api): Api, request: Request) -> Response {
+/// Info: the served models, device, version and limits.
+#[utoipa::path(get, path = "/v1/info", operation_id = "info", params(CallHeaders),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What is served", body = proto::InfoResponse),
+        InfoErrors
+    ))]
+pub(super) async fn info_route(State(api): Api, request: Request) -> Response {
     let ctx = api.ctx();
     api.call(
         ("http:/v1/info", Style::Service),
@@ -106,20 +153,24 @@ async fn info_route(State(api): Api, request: Request) -> Response {
 }
 
 /// Liveness: the process answers HTTP.
-async fn live() -> Response {
-    reply::plain(StatusCode::OK, &json!({"status": "live"}))
+#[utoipa::path(get, path = "/health/live",
+    responses((status = 200, description = "Live", body = HealthJson)))]
+pub(super) async fn live() -> Response {
+    reply::plain(StatusCode::OK, &views::health(HealthStatus::Live))
 }
 
 /// Readiness: gRPC health's status of the API (NOT_SERVING while loading, when a model
 /// worker died, and from the start of the drain).
-async fn ready(State(api): Api) -> Response {
+#[utoipa::path(get, path = "/health/ready", responses(
+    (status = 200, description = "Serving", body = HealthJson),
+    (status = 503, description = "Not serving", body = HealthJson)
+))]
+pub(super) async fn ready(State(api): Api) -> Response {
     if api.serving().await {
-        reply::plain(StatusCode::OK, &json!({"status": "SERVING"}))
+        reply::plain(StatusCode::OK, &views::health(HealthStatus::Serving))
     } else {
-        reply::plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "NOT_SERVING"}),
-        )
+        let status = views::health(HealthStatus::NotServing);
+        reply::plain(StatusCode::SERVICE_UNAVAILABLE, &status)
     }
 }
 
@@ -148,7 +199,9 @@ mod tests {
 
     #[test]
     fn every_route_label_is_registered() {
-        let source = include_str!("routes.rs").to_owned() + include_str!("openai.rs");
+        let source = include_str!("routes.rs").to_owned()
+            + include_str!("openai.rs")
+            + include_str!("playground.rs");
         let used: Vec<&str> = source
             .split('"')
             .filter(|s| s.starts_with("http:/v1/") && s.len() > "http:/v1/".len())
