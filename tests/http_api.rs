@@ -14,7 +14,9 @@ use diffgap::service::proto::{
 };
 use serde_json::json;
 use support::http::{floats, get, post, request, Reply};
-use support::{assert_close, bearer, client, emb, serve_config, tiny_model, tiny_vector, Addrs};
+use support::{
+    assert_close, bearer, client, emb, serve_config, tiny_model, tiny_vector, with_token, Addrs,
+};
 
 const TOL: f32 = 1e-5;
 const TOKEN: &str = "http-test-token";
@@ -24,11 +26,7 @@ const AUTH: (&str, &str) = ("authorization", "Bearer http-test-token");
 fn server() -> Addrs {
     static ADDRS: OnceLock<Addrs> = OnceLock::new();
     *ADDRS.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let tokens = dir.join("tokens");
-        std::fs::write(&tokens, format!("{TOKEN}\n")).expect("write the token");
-        let mut cfg = serve_config(&tiny_model());
-        cfg.auth_tokens_file = tokens;
+        let mut cfg = with_token(serve_config(&tiny_model()), TOKEN);
         cfg.metrics_listen = "127.0.0.1:0".into();
         cfg.http_listen = "127.0.0.1:0".into();
         cfg.max_message_bytes = Some(64 * 1024);
@@ -36,11 +34,8 @@ fn server() -> Addrs {
     })
 }
 
-/// The HTTP address, once the server is ready.
 async fn http() -> SocketAddr {
-    let addr = server().http.expect("the HTTP listener is on");
-    support::http::wait_ready(addr).await;
-    addr
+    support::http::listener(server()).await
 }
 
 async fn call(path: &str, body: serde_json::Value) -> Reply {

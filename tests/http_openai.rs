@@ -25,9 +25,7 @@ fn server() -> Addrs {
 }
 
 async fn http() -> SocketAddr {
-    let addr = server().http.expect("the HTTP listener is on");
-    support::http::wait_ready(addr).await;
-    addr
+    support::http::listener(server()).await
 }
 
 async fn embeddings(body: Value) -> Reply {

@@ -14,27 +14,21 @@ use std::sync::OnceLock;
 use oas3::spec::{SecurityScheme, Spec};
 use serde_json::Value;
 use support::http::{get, request};
-use support::{serve_config, tiny_model, Addrs};
+use support::{serve_config, tiny_model, with_token, Addrs};
 
 const TOKEN: &str = "openapi-test-token";
 
 fn server() -> Addrs {
     static ADDRS: OnceLock<Addrs> = OnceLock::new();
     *ADDRS.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let tokens = dir.join("tokens");
-        std::fs::write(&tokens, format!("{TOKEN}\n")).expect("write the token");
-        let mut cfg = serve_config(&tiny_model());
-        cfg.auth_tokens_file = tokens;
+        let mut cfg = with_token(serve_config(&tiny_model()), TOKEN);
         cfg.http_listen = "127.0.0.1:0".into();
         support::serve_forever_on(cfg)
     })
 }
 
 async fn http() -> SocketAddr {
-    let addr = server().http.expect("the HTTP listener is on");
-    support::http::wait_ready(addr).await;
-    addr
+    support::http::listener(server()).await
 }
 
 /// The served document, fetched without a token, as JSON and as oas3 parsed it.

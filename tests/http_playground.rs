@@ -16,7 +16,7 @@ use diffgap::device::DeviceChoice;
 use diffgap::service::request::catalog::{self, BuildArgs};
 use serde_json::json;
 use support::http::{floats, get, post, Reply};
-use support::{default_model, serve_config, Addrs};
+use support::{default_model, serve_config, with_token, Addrs};
 
 const TOKEN: &str = "playground-test-token";
 const AUTH: (&str, &str) = ("authorization", "Bearer playground-test-token");
@@ -87,10 +87,7 @@ fn fixture() -> &'static Fixture {
         });
         // In the folder, but not in the catalog: never served.
         write_tone(&folder.join("unlisted.wav"), 880.0);
-        let tokens = dir.join("tokens");
-        std::fs::write(&tokens, format!("{TOKEN}\n")).expect("write the token");
-        let mut cfg = serve_config(&default_model());
-        cfg.auth_tokens_file = tokens;
+        let mut cfg = with_token(serve_config(&default_model()), TOKEN);
         cfg.http_listen = "127.0.0.1:0".into();
         cfg.catalogs = catalogs;
         Fixture {
@@ -101,9 +98,7 @@ fn fixture() -> &'static Fixture {
 }
 
 async fn http() -> SocketAddr {
-    let addr = fixture().addrs.http.expect("the HTTP listener is on");
-    support::http::wait_ready(addr).await;
-    addr
+    support::http::listener(fixture().addrs).await
 }
 
 fn audio_path(catalog: &str, id: &str) -> String {

@@ -120,6 +120,13 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
+/// The HTTP listener of a server started by [`super::serve_forever_on`], once it is ready.
+pub async fn listener(addrs: super::Addrs) -> SocketAddr {
+    let addr = addrs.http.expect("the HTTP listener is on");
+    wait_ready(addr).await;
+    addr
+}
+
 /// Waits (at most 60 s) until `/health/ready` answers 200.
 pub async fn wait_ready(addr: SocketAddr) {
     for _ in 0..600 {

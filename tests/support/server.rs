@@ -44,6 +44,15 @@ pub fn with_admin_token(mut cfg: ServeConfig) -> ServeConfig {
     cfg
 }
 
+/// `cfg` with `token` as its one bearer token (written to a file kept until the process ends).
+pub fn with_token(mut cfg: ServeConfig, token: &str) -> ServeConfig {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let file = dir.join("tokens");
+    std::fs::write(&file, format!("{token}\n")).expect("write the token");
+    cfg.auth_tokens_file = file;
+    cfg
+}
+
 /// `message` as a request carrying `authorization: Bearer <token>`.
 pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
