@@ -1,40 +1,41 @@
 //! A clip before its audio is made: where it comes from, its sound identity and its caption.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// The four Debian sources of the corpus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Tuxpaint,
-    Wesnoth,
-    Freedesktop,
-    Timgm6mb,
+/// A corpus source: one pinned package of the sources file, by its short name (used in clip
+/// ids, the summary and `--only`). Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source(Arc<str>);
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [
-        Source::Tuxpaint,
-        Source::Wesnoth,
-        Source::Freedesktop,
-        Source::Timgm6mb,
-    ];
-
-    /// The short name used in clip ids, identities, the sources file and `--only`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Tuxpaint => "tuxpaint",
-            Source::Wesnoth => "wesnoth",
-            Source::Freedesktop => "freedesktop",
-            Source::Timgm6mb => "timgm6mb",
-        }
+    pub fn new(name: &str) -> Source {
+        Source(Arc::from(name))
     }
 
-    pub fn parse(name: &str) -> Option<Source> {
-        Source::ALL.into_iter().find(|s| s.name() == name)
+    pub fn name(&self) -> &str {
+        &self.0
     }
+}
+
+/// How a source's clips are listed (the sources file's `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Tux Paint's stamps: sounds with human-written one-line descriptions ([`super::tuxpaint`]).
+    Tuxpaint,
+    /// Sound files captioned by their names ([`super::named`]).
+    Named,
+    /// A General MIDI SoundFont rendered note by note ([`super::soundfont`]).
+    Soundfont,
 }
 
 /// Where a clip's audio comes from.

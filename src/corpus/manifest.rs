@@ -84,7 +84,7 @@ impl Summary {
         s
     }
 
-    pub fn drop(&mut self, reason: &str, source: Source, n: usize) {
+    pub fn drop(&mut self, reason: &str, source: &Source, n: usize) {
         if n > 0 {
             *self
                 .dropped
@@ -110,11 +110,7 @@ impl Summary {
         );
         let mut col_clips = [0usize; 4];
         let mut col_ids = [0usize; 4];
-        for source in Source::ALL {
-            let name = source.name();
-            let Some(clips) = self.clips.get(name) else {
-                continue;
-            };
+        for (name, clips) in &self.clips {
             let ids = self.identities.get(name);
             let mut row = format!("{name:<12}");
             let (mut rc, mut ri) = (0, 0);

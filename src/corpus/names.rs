@@ -1,4 +1,4 @@
-//! Captions and sound identities from file names (Wesnoth, freedesktop), and file-name-safe
+//! Captions and sound identities from file names (the named sources), and file-name-safe
 //! slugs for clip ids.
 //!
 //! A name is split into words at `-`, `_`, `.`, spaces and lower-to-upper case changes. Numeric
@@ -52,15 +52,10 @@ pub fn caption_from_stem(stem: &str) -> String {
         .join(" ")
 }
 
-/// The sound identity of a file: `<source>:<dir>/<label words joined by ->`, where `<dir>` is
-/// the file's folder relative to the source's sound folder (empty at the top).
-pub fn identity_from_path(source: &str, rel_dir: &str, stem: &str) -> String {
-    let label = label_words(stem).join("-");
-    if rel_dir.is_empty() {
-        format!("{source}:{label}")
-    } else {
-        format!("{source}:{rel_dir}/{label}")
-    }
+/// The sound identity of a file-named sound: `label:<label words joined by ->`, the same for
+/// every package and folder, so sounds with one caption are variants of one identity.
+pub fn identity_of_label(stem: &str) -> String {
+    format!("label:{}", label_words(stem).join("-"))
 }
 
 /// Lower-case ASCII letters, digits and single dashes; anything else becomes a dash.
@@ -109,21 +104,14 @@ mod tests {
 
     #[test]
     fn variants_share_an_identity() {
-        let a = identity_from_path("wesnoth", "", "bat-hit-1");
-        let b = identity_from_path("wesnoth", "", "bat-hit-4");
-        assert_eq!(a, "wesnoth:bat-hit");
-        assert_eq!(a, b);
-        assert_eq!(
-            identity_from_path("wesnoth", "ambient", "birds2"),
-            "wesnoth:ambient/birds"
-        );
+        let a = identity_of_label("bat-hit-1");
+        assert_eq!(a, "label:bat-hit");
+        assert_eq!(a, identity_of_label("bat-hit-4"));
+        assert_eq!(a, identity_of_label("Bat_Hit"));
+        assert_eq!(identity_of_label("birds2"), "label:birds");
         assert_ne!(
-            identity_from_path("wesnoth", "", "magic-missile-1-miss"),
-            identity_from_path("wesnoth", "", "magic-missile-1")
-        );
-        assert_ne!(
-            identity_from_path("wesnoth", "", "bat-hit"),
-            identity_from_path("x", "", "bat-hit")
+            identity_of_label("magic-missile-1-miss"),
+            identity_of_label("magic-missile-1")
         );
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::candidate::{AudioInput, Candidate, Source};
+use super::candidate::{AudioInput, Candidate, Source, SourceKind};
 use super::clip::{finish, Dropped};
 use super::copyright::Copyright;
 use super::manifest::{Record, Summary};
@@ -22,7 +22,7 @@ use crate::audio::decode::{decode, DecodeOptions, OverLong};
 use crate::audio::ENCODER_SAMPLE_RATE;
 
 /// Bumped whenever the corpus's content rules change (captions, splits, rendering, format).
-pub const FORMAT_VERSION: &str = "diffgap-corpus-v2";
+pub const FORMAT_VERSION: &str = "diffgap-corpus-v3";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -30,8 +30,8 @@ pub struct BuildOptions {
     pub out: PathBuf,
     pub sources_file: PathBuf,
     pub debs_dir: PathBuf,
-    /// Sources to include (all when empty).
-    pub only: Vec<Source>,
+    /// Sources to include, by name (all when empty).
+    pub only: Vec<String>,
     /// Length cap of a clip in seconds.
     pub max_seconds: f64,
     /// Rebuild even when the fingerprint matches.
@@ -51,11 +51,7 @@ pub struct BuildReport {
 /// Builds the corpus (or reuses it when its fingerprint matches).
 pub fn build(opts: &BuildOptions) -> Result<BuildReport, CorpusError> {
     let (sources, sources_text) = SourcesFile::load(&opts.sources_file)?;
-    let selected: Vec<Source> = if opts.only.is_empty() {
-        Source::ALL.to_vec()
-    } else {
-        opts.only.clone()
-    };
+    let selected = sources.selected(&opts.only)?;
     let fingerprint = fingerprint(&sources_text, &selected, opts.max_seconds);
     let fp_path = opts.out.join("fingerprint");
     let summary_path = opts.out.join("summary.json");
@@ -75,33 +71,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, CorpusError> {
     let mut summary_drops: Vec<(&str, Source, usize)> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();
     let mut soundfonts: HashMap<Source, Arc<rustysynth::SoundFont>> = HashMap::new();
-    for &source in &selected {
-        let package = sources.package(source)?;
+    for package in selected {
+        let source = package.source();
         let root = verify(&opts.debs_dir, package)?;
         let licences = Licences::load(&root, package)?;
-        let candidates = match source {
-            Source::Tuxpaint => {
-                let (c, skips) = tuxpaint::scan(&root)?;
-                summary_drops.push(("speech (spoken letters and digits)", source, skips.speech));
-                summary_drops.push(("no English description", source, skips.no_description));
-                c
-            }
-            Source::Wesnoth | Source::Freedesktop => {
-                let dir = named::sounds_dir(source).unwrap_or_default();
-                let (c, aliases) = named::scan(source, &root, dir)?;
-                summary_drops.push(("alias (symbolic link)", source, aliases));
-                c
-            }
-            Source::Timgm6mb => {
-                let sf = soundfont::load(&root.join(soundfont::SF2_PATH))?;
-                let c = soundfont::plan(&sf, ENCODER_SAMPLE_RATE)?;
-                soundfonts.insert(source, sf);
-                c
-            }
-        };
+        let candidates =
+            list_candidates(package, &source, &root, &mut soundfonts, &mut summary_drops)?;
         let mut no_licence = 0;
         for candidate in candidates {
-            match licences.of(&candidate.package_path) {
+            match licences.of(&package.copyright_path(&candidate.package_path)) {
                 Some(licence) => jobs.push(Job {
                     candidate,
                     package: package.clone(),
@@ -121,7 +99,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, CorpusError> {
         if let AudioInput::File(path) = &job.candidate.input {
             let hash = super::sources::sha256_file(path).map_err(|e| io(path, e))?;
             if seen.insert(hash, job.candidate.clip_id.clone()).is_some() {
-                *duplicates.entry(job.candidate.source).or_default() += 1;
+                *duplicates.entry(job.candidate.source.clone()).or_default() += 1;
                 continue;
             }
         }
@@ -146,13 +124,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, CorpusError> {
     for (job, outcome) in kept.iter().zip(outcomes) {
         match outcome? {
             Outcome::Kept(record) => records.push(*record),
-            Outcome::Dropped(reason) => summary_drops.push((reason, job.candidate.source, 1)),
+            Outcome::Dropped(reason) => {
+                summary_drops.push((reason, job.candidate.source.clone(), 1))
+            }
         }
     }
 
     let mut summary = Summary::from_records(&records);
     for (reason, source, n) in summary_drops {
-        summary.drop(reason, source, n);
+        summary.drop(reason, &source, n);
     }
     let mut manifest = Vec::new();
     for r in &records {
@@ -172,6 +152,49 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, CorpusError> {
     Ok(BuildReport {
         summary,
         cached: false,
+    })
+}
+
+/// The candidate clips of one package, by its kind; what the listing left out goes to `drops`.
+fn list_candidates(
+    package: &Package,
+    source: &Source,
+    root: &Path,
+    soundfonts: &mut HashMap<Source, Arc<rustysynth::SoundFont>>,
+    drops: &mut Vec<(&'static str, Source, usize)>,
+) -> Result<Vec<Candidate>, CorpusError> {
+    Ok(match package.kind {
+        SourceKind::Tuxpaint => {
+            let (c, skips) = tuxpaint::scan(source, root)?;
+            drops.push((
+                "speech (spoken letters and digits)",
+                source.clone(),
+                skips.speech,
+            ));
+            drops.push((
+                "no English description",
+                source.clone(),
+                skips.no_description,
+            ));
+            c
+        }
+        SourceKind::Named => {
+            let (c, skips) = named::scan(source, root, &package.dirs, &package.exclude)?;
+            drops.push(("alias (symbolic link)", source.clone(), skips.aliases));
+            drops.push((
+                "excluded folder (speech, music)",
+                source.clone(),
+                skips.excluded,
+            ));
+            c
+        }
+        SourceKind::Soundfont => {
+            let sf2 = package.sf2.as_deref().unwrap_or_default();
+            let sf = soundfont::load(&root.join(sf2))?;
+            let c = soundfont::plan(&sf, source, sf2, ENCODER_SAMPLE_RATE)?;
+            soundfonts.insert(source.clone(), sf);
+            c
+        }
     })
 }
 
@@ -238,8 +261,8 @@ fn make_clip(
         file,
         identity: c.identity.clone(),
         caption: c.caption.clone(),
-        split: split_of(c.source, &c.identity),
-        source: c.source,
+        split: split_of(job.package.kind, &c.identity),
+        source: c.source.clone(),
         package: job.package.name.clone(),
         version: job.package.version.clone(),
         package_path: c.package_path.clone(),
@@ -300,47 +323,61 @@ fn run_parallel<T: Sync, R: Send>(
     slots.into_iter().flatten().collect()
 }
 
-/// The licences of a package's files.
+/// The licences of a package's files: the one the sources file states (read by a person from
+/// debian/copyright when that file is not machine-readable or its patterns miss the installed
+/// files), else the DEP-5 paragraph matching the file.
 struct Licences {
     dep5: Option<Copyright>,
-    fallback: Option<String>,
+    stated: Option<String>,
+    by_folder: std::collections::BTreeMap<String, String>,
 }
 
 impl Licences {
     fn load(root: &Path, package: &Package) -> Result<Licences, CorpusError> {
+        if let Some(stated) = &package.licence {
+            return Ok(Licences {
+                dep5: None,
+                stated: Some(stated.clone()),
+                by_folder: package.folder_licences.clone(),
+            });
+        }
         let path = root
             .join("usr/share/doc")
             .join(&package.name)
             .join("copyright");
         let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        let dep5 = Copyright::parse(&text);
-        if dep5.is_none() && package.licence.is_none() {
+        let Some(dep5) = Copyright::parse(&text) else {
             return Err(CorpusError::Other(format!(
                 "{}: not machine-readable, and the sources file states no licence for {}",
                 path.display(),
                 package.name
             )));
-        }
+        };
         Ok(Licences {
-            dep5,
-            fallback: package.licence.clone(),
+            dep5: Some(dep5),
+            stated: None,
+            by_folder: package.folder_licences.clone(),
         })
     }
 
     fn of(&self, package_path: &str) -> Option<String> {
+        let folders = package_path.split('/').rev().skip(1);
+        if let Some(licence) = folders.into_iter().find_map(|f| self.by_folder.get(f)) {
+            return Some(licence.clone());
+        }
         match &self.dep5 {
             Some(c) => c.licence_of(package_path).map(str::to_string),
-            None => self.fallback.clone(),
+            None => self.stated.clone(),
         }
     }
 }
 
-fn fingerprint(sources_text: &str, selected: &[Source], max_seconds: f64) -> String {
+fn fingerprint(sources_text: &str, selected: &[&Package], max_seconds: f64) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT_VERSION.as_bytes());
     h.update(sources_text.as_bytes());
-    for s in selected {
-        h.update(s.name().as_bytes());
+    for p in selected {
+        h.update(p.source.as_bytes());
         h.update(b",");
     }
     h.update(max_seconds.to_le_bytes());

@@ -1,14 +1,16 @@
-//! The General MIDI SoundFont (`timgm6mb-soundfont`) rendered note by note with rustysynth.
+//! General MIDI SoundFonts (`timgm6mb-soundfont`, `fluid-soundfont-gm`) rendered note by note
+//! with rustysynth.
 //!
 //! Melodic: every bank-0 preset the SoundFont defines (the 128 GM programs), each at
 //! [`MELODIC_KEYS`] x [`MELODIC_VELOCITIES`] x [`MELODIC_HOLDS_S`], the key held for the hold time
 //! then released, with [`MELODIC_TAIL_S`] of release rendered. Caption: "the sound of a/an
-//! <preset name as the SoundFont spells it>"; identity: the program, so all renders of a preset
-//! are variants of one sound (and share a split).
+//! <preset name as the SoundFont spells it>"; identity: the GM program (`gm:melodic/<program>`),
+//! the same in every SoundFont, so all renders of a program, in any SoundFont, are variants of
+//! one sound and share a split (a Violin learnt from one SoundFont is never tested on another's).
 //!
 //! Drums: the standard kit (bank 128, preset 0) on the percussion channel, each key of the GM
 //! percussion map (35..=81) at [`DRUM_VELOCITIES`]; caption from the GM drum name ("the sound of
-//! an Acoustic Bass Drum"); identity: the key. Keys the kit leaves silent are dropped later as
+//! an Acoustic Bass Drum"); identity: the key (`gm:drum/<key>`), again shared by the SoundFonts. Keys the kit leaves silent are dropped later as
 //! silent clips.
 //!
 //! Reverb and chorus are off (dry notes); a fresh synthesiser renders every note, so a render
@@ -21,15 +23,12 @@ use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use super::candidate::{AudioInput, Candidate, RenderSpec, Source};
 use super::names::{article, slug};
 
-/// Where the SoundFont is inside the package.
-pub const SF2_PATH: &str = "usr/share/sounds/sf2/TimGM6mb.sf2";
-
-/// C3, C4, C5.
-pub const MELODIC_KEYS: [i32; 3] = [48, 60, 72];
-pub const MELODIC_VELOCITIES: [i32; 2] = [80, 120];
+/// C2 to C6: a preset sounds different across its range (other samples, other filters).
+pub const MELODIC_KEYS: [i32; 5] = [36, 48, 60, 72, 84];
+pub const MELODIC_VELOCITIES: [i32; 4] = [40, 70, 100, 127];
 pub const MELODIC_HOLDS_S: [f32; 2] = [0.5, 1.5];
 pub const MELODIC_TAIL_S: f32 = 0.5;
-pub const DRUM_VELOCITIES: [i32; 3] = [64, 100, 127];
+pub const DRUM_VELOCITIES: [i32; 4] = [40, 70, 100, 127];
 pub const DRUM_HOLD_S: f32 = 0.25;
 pub const DRUM_TAIL_S: f32 = 1.25;
 /// The MIDI percussion channel (channel 10, zero-based 9).
@@ -109,7 +108,12 @@ pub fn load(path: &std::path::Path) -> Result<Arc<SoundFont>, SoundFontError> {
 
 /// The renders of every melodic preset and of the GM drum keys, sorted (melodic by program,
 /// then drums by key), each as a [`Candidate`].
-pub fn plan(sf: &SoundFont, sample_rate: u32) -> Result<Vec<Candidate>, SoundFontError> {
+pub fn plan(
+    sf: &SoundFont,
+    source: &Source,
+    sf2_path: &str,
+    sample_rate: u32,
+) -> Result<Vec<Candidate>, SoundFontError> {
     let mut melodic: Vec<(i32, String)> = sf
         .get_presets()
         .iter()
@@ -145,15 +149,16 @@ pub fn plan(sf: &SoundFont, sample_rate: u32) -> Result<Vec<Candidate>, SoundFon
                         reverb_and_chorus: false,
                     };
                     out.push(Candidate {
-                        source: Source::Timgm6mb,
+                        source: source.clone(),
                         clip_id: format!(
-                            "timgm6mb-p{program:03}-{}-k{key}-v{velocity}-h{}",
+                            "{}-p{program:03}-{}-k{key}-v{velocity}-h{}",
+                            source.name(),
                             slug(name),
                             (hold_s * 1000.0).round() as i32
                         ),
-                        identity: format!("timgm6mb:melodic/{program:03}"),
+                        identity: format!("gm:melodic/{program:03}"),
                         caption: caption_for(name),
-                        package_path: SF2_PATH.to_string(),
+                        package_path: sf2_path.to_string(),
                         input: AudioInput::Render(spec),
                     });
                 }
@@ -174,11 +179,11 @@ pub fn plan(sf: &SoundFont, sample_rate: u32) -> Result<Vec<Candidate>, SoundFon
                 reverb_and_chorus: false,
             };
             out.push(Candidate {
-                source: Source::Timgm6mb,
-                clip_id: format!("timgm6mb-drum-k{key}-{}-v{velocity}", slug(drum)),
-                identity: format!("timgm6mb:drum/{key}"),
+                source: source.clone(),
+                clip_id: format!("{}-drum-k{key}-{}-v{velocity}", source.name(), slug(drum)),
+                identity: format!("gm:drum/{key}"),
                 caption: caption_for(drum),
-                package_path: SF2_PATH.to_string(),
+                package_path: sf2_path.to_string(),
                 input: AudioInput::Render(spec),
             });
         }

@@ -67,7 +67,10 @@ pub struct TuxpaintSkips {
 }
 
 /// The stamps with a sound effect and an English description, sorted by path.
-pub fn scan(package_root: &Path) -> Result<(Vec<Candidate>, TuxpaintSkips), WalkError> {
+pub fn scan(
+    source: &Source,
+    package_root: &Path,
+) -> Result<(Vec<Candidate>, TuxpaintSkips), WalkError> {
     let stamps = package_root.join(STAMPS_DIR);
     let mut out = Vec::new();
     let mut skips = TuxpaintSkips::default();
@@ -104,8 +107,8 @@ pub fn scan(package_root: &Path) -> Result<(Vec<Candidate>, TuxpaintSkips), Walk
             format!("tuxpaint:{rel_dir}/{label}")
         };
         out.push(Candidate {
-            source: Source::Tuxpaint,
-            clip_id: format!("tuxpaint-{}", slug(&rel)),
+            source: source.clone(),
+            clip_id: format!("{}-{}", source.name(), slug(&rel)),
             identity,
             caption,
             package_path: format!("{STAMPS_DIR}/{rel}"),
