@@ -3,9 +3,11 @@
 //! contrastive space with a real modality gap when no CLAP checkpoint is reachable.
 //!
 //! - the projection heads themselves are a runtime piece: [`crate::encoders::head`];
-//! - [`raw`]: the frozen encoders' outputs on a corpus (the training input);
+//! - [`raw`]: the frozen encoders' outputs on a corpus (the training input), audio cached by
+//!   clip content ([`cache`]);
 //! - [`train`]: symmetric multi-positive InfoNCE with a learned temperature.
 
+pub mod cache;
 pub mod raw;
 pub mod train;
 

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use super::cache::AudioCache;
 use super::train::{AUDIO, SPLIT_KEY, TEXT};
 use crate::data::pairs::{write_named, GROUP_KEY};
 use crate::device::DeviceChoice;
@@ -29,6 +30,10 @@ pub struct EmbedCorpusConfig {
     pub out: PathBuf,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// A folder caching the audio encoder's outputs by clip content: only clips not in it are
+    /// encoded, and it is rewritten with this corpus's clips ([`super::cache`]).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
 }
 
 /// One row of the raw file, as the sidecar lists it.
@@ -52,6 +57,8 @@ struct ManifestLine {
     caption: String,
     split: String,
     source: String,
+    /// sha256 of the clip's WAV file (the audio cache's key).
+    sha256: String,
 }
 
 /// The corpus source whose captions are human-written one-line descriptions (Tux Paint); the
@@ -151,16 +158,33 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
             .map(|(i, s)| (s, i as i64))
             .collect()
     };
+    let encoder_sha = match &cfg.cache {
+        Some(_) => crate::corpus::sources::sha256_file(&cfg.encoders.join("audio.pt"))
+            .context("hashing audio.pt")?,
+        None => String::new(),
+    };
+    let cache = match &cfg.cache {
+        Some(dir) => AudioCache::load(dir, &encoder_sha),
+        None => AudioCache::load(Path::new(""), ""),
+    };
+    let mut encoded = 0usize;
     let bar = indicatif::ProgressBar::new(lines.len() as u64).with_message("audio encoder");
     let (mut audio_rows, mut text_idx, mut groups, mut splits, mut rows) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut kinds = Vec::new();
     for l in &lines {
-        let wave = read_wav(&cfg.corpus.join(&l.file))?;
-        let emb = audio
-            .encode(&[&wave])
-            .with_context(|| format!("encoding {}", l.file))?;
-        audio_rows.push(emb.to_device(Device::Cpu));
+        let emb = match cache.get(&l.sha256) {
+            Some(row) => row,
+            None => {
+                encoded += 1;
+                let wave = read_wav(&cfg.corpus.join(&l.file))?;
+                audio
+                    .encode(&[&wave])
+                    .with_context(|| format!("encoding {}", l.file))?
+                    .to_device(Device::Cpu)
+            }
+        };
+        audio_rows.push(emb);
         text_idx.push(captions[l.caption.as_str()]);
         groups.push(identities[l.identity.as_str()]);
         let split = SPLITS
@@ -181,12 +205,19 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let audio_emb = Tensor::cat(&audio_rows, 0);
+    if let Some(dir) = &cfg.cache {
+        let clips: Vec<String> = lines.iter().map(|l| l.sha256.clone()).collect();
+        cache
+            .save(dir, &clips, &audio_emb)
+            .with_context(|| format!("writing the audio cache in {}", dir.display()))?;
+    }
     let text_emb = caption_emb
         .to_device(Device::Cpu)
         .index_select(0, &Tensor::from_slice(&text_idx));
     let named = vec![
         (TEXT.to_string(), text_emb),
-        (AUDIO.to_string(), Tensor::cat(&audio_rows, 0)),
+        (AUDIO.to_string(), audio_emb),
         (GROUP_KEY.to_string(), Tensor::from_slice(&groups)),
         (SPLIT_KEY.to_string(), Tensor::from_slice(&splits)),
         (CAPTION_KIND_KEY.to_string(), Tensor::from_slice(&kinds)),
@@ -198,6 +229,8 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
     std::fs::write(sidecar(&cfg.out), serde_json::to_string(&rows)? + "\n")?;
     tracing::info!(
         clips = lines.len(),
+        encoded,
+        cached = lines.len() - encoded,
         captions = unique.len(),
         seconds = started.elapsed().as_secs_f64(),
         "embedded the corpus"
