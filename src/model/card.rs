@@ -94,6 +94,9 @@ pub struct TrainingRecord {
     /// Weight of the contrastive term (0: pure denoising; absent in older cards).
     #[serde(default)]
     pub contrastive_weight: f64,
+    /// Validation rows early stopping watched (0: all; absent in older cards).
+    #[serde(default)]
+    pub val_probe_rows: usize,
     pub seconds: f64,
 }
 

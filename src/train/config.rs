@@ -38,6 +38,11 @@ pub struct TrainConfig {
     /// Stop after this many epochs without a better validation R@1.
     #[arg(long, default_value_t = 25)]
     pub patience: usize,
+    /// Validation rows early stopping watches each epoch (a seeded draw; 0 = all). Bridging a
+    /// row costs `steps` x `samples` network passes, so on a large validation split the check
+    /// would cost more than the epoch; the whole protocol still runs on every row at the end.
+    #[arg(long, default_value_t = 512)]
+    pub val_probe_rows: usize,
     /// Seeds the split, the initialisation and every training draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -200,6 +200,11 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     )
     .to_device(device);
     let val_probe = ValProbe::new(&val_set, &ma, &mb, &stats, &schedule, cfg, device)?;
+    let probe_set = val_set.subset(&super::split::probe_rows(
+        val_set.rows(),
+        cfg.val_probe_rows,
+        cfg.seed,
+    ));
     let eval_opts = EvalOptions {
         steps: cfg.steps,
         samples: cfg.samples,
@@ -265,7 +270,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         let val_loss = val_probe.loss(ema_net.as_ref())?;
         let model = DiffgapModel::new(card.clone(), Box::new(ema_net.clone()), device);
         // Only what early stopping watches: the rest of the protocol runs once, at the end.
-        let r1 = report::bridged_r1_only(&model, &val_set, (&ma, &mb), eval_opts)?;
+        let r1 = report::bridged_r1_only(&model, &probe_set, (&ma, &mb), eval_opts)?;
         history.push(EpochLog {
             epoch,
             train_loss,
@@ -352,6 +357,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
         condition_dropout: cfg.cond_dropout,
         ema_decay: cfg.ema_decay,
         contrastive_weight: cfg.contrastive_weight,
+        val_probe_rows: probe_set.rows(),
         seconds: started.elapsed().as_secs_f64(),
     });
     artifact::save(

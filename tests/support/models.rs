@@ -66,6 +66,7 @@ pub fn train_config(pairs: &Path, out: &Path) -> TrainConfig {
         val: None,
         epochs: 3,
         patience: 10,
+        val_probe_rows: 0,
         seed: 1,
         batch_size: 128,
         lr: 2e-3,
