@@ -71,7 +71,15 @@ mod tests {
     fn repeated_rows_of_a_group_are_kept_once() {
         // Group 0: one row three times; group 1: two different rows, one of them twice; group 2
         // repeats group 0's row, which is another item and is kept.
-        let x = rows(&[[1., 0.], [1., 0.], [0., 1.], [0., 1.], [1., 0.], [0.6, 0.8], [1., 0.]]);
+        let x = rows(&[
+            [1., 0.],
+            [1., 0.],
+            [0., 1.],
+            [0., 1.],
+            [1., 0.],
+            [0.6, 0.8],
+            [1., 0.],
+        ]);
         let v = view(&x, &[0, 0, 1, 1, 0, 1, 2]);
         assert_eq!(v.rows, [0, 2, 5, 6]);
         assert_eq!(v.groups, [0, 1, 1, 2]);

@@ -125,7 +125,10 @@ mod tests {
         let cache = AudioCache::load(dir.path(), "enc1");
         assert_eq!(cache.len(), 3);
         let b = cache.get("b").expect("cached");
-        assert_eq!(Vec::<f32>::try_from(b.flatten(0, -1)).expect("f32"), [3.0, 4.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(b.flatten(0, -1)).expect("f32"),
+            [3.0, 4.0]
+        );
         assert!(cache.get("d").is_none());
         assert!(AudioCache::load(dir.path(), "enc2").is_empty());
         std::fs::write(dir.path().join("audio.safetensors"), b"garbage").expect("written");
