@@ -37,7 +37,8 @@ if [ -f models/default/encoders/encoders.json ] && [ "$(cat models/default/.reci
   exit 0
 fi
 stage embed "$R/raw.safetensors" \
-  "$bin" projection embed --corpus .cache/corpus --encoders .cache/encoders --out "$R/raw.safetensors"
+  "$bin" projection embed --corpus .cache/corpus --encoders .cache/encoders --out "$R/raw.safetensors" \
+  --cache "$R/audio-cache"
 stage projection "$R/projection" \
   "$bin" projection train --raw "$R/raw.safetensors" --out "$R/projection" --seed 0
 # Trained in a staging folder named like its destination, so the card records the right name.
@@ -46,7 +47,7 @@ stage diffgap .cache/staging/default \
   "$bin" train --pairs "$R/projection/pairs-train.safetensors" \
   --val "$R/projection/pairs-val.safetensors" --out .cache/staging/default \
   --space clap-small --modalities text,audio --width 512 --depth 3 --batch-size 128 \
-  --epochs 400 --patience 60 --steps 10 --samples 4 --seed 0 --quiet
+  --epochs 80 --patience 12 --val-probe-rows 512 --steps 10 --samples 4 --seed 0 --quiet
 stage attach .cache/staging/default/encoders \
   "$bin" encoders attach --model .cache/staging/default --encoders .cache/encoders \
   --heads "$R/projection/heads.safetensors"
