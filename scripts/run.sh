@@ -5,7 +5,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$DIFFGAP_ROOT"
-bash scripts/setup.sh
-cargo build --release
-bash scripts/build-default-model.sh
+source scripts/stages.sh
+stages_begin run
+stage setup bash scripts/setup.sh
+stage build cargo build --release
+stage default-model bash scripts/build-default-model.sh
+stages_end
 exec target/release/diffgap serve --model models/default "$@"

@@ -6,12 +6,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$DIFFGAP_ROOT"
-bash scripts/setup.sh
-cargo fmt --all -- --check
-cargo clippy --release --all-targets -- -D warnings
-cargo build --release
-bash scripts/build-default-model.sh
-cargo test --release
+source scripts/stages.sh
+stages_begin test
+stage setup bash scripts/setup.sh
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --release --all-targets -- -D warnings
+stage build cargo build --release
+stage default-model bash scripts/build-default-model.sh
+stage tests cargo test --release
 # Operations: Prometheus, Kubernetes, compose, Grafana, buf, the Dockerfile's steps and the real
 # Python, health and reflection clients against the staged server (no Docker engine needed).
-bash scripts/ops-check.sh
+stage ops-check bash scripts/ops-check.sh
+stages_end
