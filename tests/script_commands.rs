@@ -27,7 +27,14 @@ fn corpus_packages_lists_the_pinned_packages_for_the_fetch_loop() {
     let (ok, all, err) = diffgap(&["corpus", "packages"]);
     assert!(ok, "{err}");
     let sources: Vec<&str> = all.lines().filter_map(|l| l.split(' ').next()).collect();
-    assert_eq!(sources, ["tuxpaint", "wesnoth", "freedesktop", "timgm6mb"]);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/corpus-sources.toml");
+    let (file, _) = diffgap::corpus::sources::SourcesFile::load(&path).expect("sources file");
+    let pinned: Vec<&str> = file.packages.iter().map(|p| p.source.as_str()).collect();
+    assert_eq!(sources, pinned, "one line per package, in the file's order");
+    assert_eq!(
+        &sources[..4],
+        ["tuxpaint", "wesnoth", "freedesktop", "timgm6mb"]
+    );
     for line in all.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         assert_eq!(fields.len(), 5, "{line}");
