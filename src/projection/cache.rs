@@ -30,13 +30,18 @@ pub struct AudioCache {
 }
 
 impl AudioCache {
-    /// The cache in `dir` if it was written for `encoder`; else an empty one.
-    pub fn load(dir: &Path, encoder: &str) -> AudioCache {
-        let empty = AudioCache {
+    /// A cache holding nothing, for `encoder`.
+    pub fn empty(encoder: &str) -> AudioCache {
+        AudioCache {
             encoder: encoder.to_string(),
             rows: HashMap::new(),
             table: None,
-        };
+        }
+    }
+
+    /// The cache in `dir` if it was written for `encoder`; else an empty one.
+    pub fn load(dir: &Path, encoder: &str) -> AudioCache {
+        let empty = AudioCache::empty(encoder);
         match read(dir) {
             Ok((side, table)) if side.encoder == encoder => AudioCache {
                 rows: (0..).zip(side.clips).map(|(i, c)| (c, i)).collect(),

@@ -158,14 +158,14 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
             .map(|(i, s)| (s, i as i64))
             .collect()
     };
-    let encoder_sha = match &cfg.cache {
-        Some(_) => crate::corpus::sources::sha256_file(&cfg.encoders.join("audio.pt"))
-            .context("hashing audio.pt")?,
-        None => String::new(),
-    };
-    let cache = match &cfg.cache {
-        Some(dir) => AudioCache::load(dir, &encoder_sha),
-        None => AudioCache::load(Path::new(""), ""),
+    // Without --cache, an empty cache: nothing is read from or written to disk.
+    let (cache, cache_dir) = match &cfg.cache {
+        Some(dir) => {
+            let encoder = crate::corpus::sources::sha256_file(&cfg.encoders.join("audio.pt"))
+                .context("hashing audio.pt")?;
+            (AudioCache::load(dir, &encoder), Some(dir))
+        }
+        None => (AudioCache::empty(""), None),
     };
     let mut encoded = 0usize;
     let bar = indicatif::ProgressBar::new(lines.len() as u64).with_message("audio encoder");
@@ -206,7 +206,7 @@ pub fn embed_corpus(cfg: &EmbedCorpusConfig) -> Result<usize> {
     }
     bar.finish_and_clear();
     let audio_emb = Tensor::cat(&audio_rows, 0);
-    if let Some(dir) = &cfg.cache {
+    if let Some(dir) = cache_dir {
         let clips: Vec<String> = lines.iter().map(|l| l.sha256.clone()).collect();
         cache
             .save(dir, &clips, &audio_emb)
