@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real corpus (src/corpus/mod.rs): fetches the Debian packages pinned in
-# models/corpus-sources.toml with `apt-get download` (no root needed), checks each .deb's sha256,
-# extracts it with `dpkg-deb -x` under .cache/debs/, then runs `diffgap corpus build`.
-# Idempotent: cached .debs with the right hash are not fetched again, extracted trees are
-# reused, and the command does nothing when its output is up to date.
+# models/corpus-sources.toml whose extracted trees are missing or stale, with `apt-get download`
+# (no root), into .cache/debs/; `diffgap corpus extract` checks each .deb's sha256, unpacks only
+# the files the corpus reads and deletes the .deb; then `diffgap corpus build` runs.
+# Idempotent: up-to-date trees are not fetched again, and the build does nothing when its
+# output is up to date.
 #
 #   scripts/build-corpus.sh                      # all sources -> .cache/corpus
 #   scripts/build-corpus.sh --fetch-only freedesktop   # only fetch/extract the named sources
@@ -32,18 +33,18 @@ if ! [ -x "$BIN" ]; then
   source scripts/env.sh
   cargo build --release
 fi
-# The packages of the sources file (all, or the --fetch-only ones): "source name version deb
-# sha256" lines, from the same parser as the command's.
-packages="$("$BIN" corpus packages --sources "$SOURCES" ${WANT:+--only "$WANT"})"
+# The packages of the sources file (all, or the --fetch-only ones) whose trees are stale:
+# "source name version deb sha256" lines, from the same parser as the command's.
+packages="$("$BIN" corpus packages --stale --sources "$SOURCES" --debs "$DEBS" ${WANT:+--only "$WANT"})"
 
 mkdir -p "$DEBS"
 updated=""
 while read -r src name ver deb sha; do
   [ -n "$src" ] || continue
   file="$DEBS/$deb"
-  if [ -f "$file" ] && [ "$(sha256sum "$file" | cut -d' ' -f1)" = "$sha" ]; then
-    :
-  else
+  # A .deb already here with its pinned hash is extracted as it is (`corpus extract` checks
+  # the hash of every .deb it unpacks).
+  if ! { [ -f "$file" ] && [ "$(sha256sum "$file" | cut -d' ' -f1)" = "$sha" ]; }; then
     rm -f "$file"
     echo "fetching $name=$ver"
     if ! (cd "$DEBS" && apt-get download -q "$name=$ver" 2>&1 | grep -v '^W: Download is performed unsandboxed'); then
@@ -58,22 +59,9 @@ while read -r src name ver deb sha; do
       echo "build-corpus.sh: $name=$ver could not be fetched to $file (apt-get download; is bookworm main in the apt sources?)" >&2
       exit 1
     fi
-    got="$(sha256sum "$file" | cut -d' ' -f1)"
-    if [ "$got" != "$sha" ]; then
-      echo "build-corpus.sh: $file has sha256 $got, but $SOURCES pins $sha" >&2
-      exit 1
-    fi
   fi
-  stamp="$DEBS/$name.extracted"
-  if [ -d "$DEBS/$name" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sha" ]; then
-    continue
-  fi
-  echo "extracting $deb"
-  rm -rf "$DEBS/$name" "$stamp"
-  mkdir -p "$DEBS/$name"
-  dpkg-deb -x "$file" "$DEBS/$name"
-  echo "$sha" > "$stamp"
 done <<< "$packages"
+"$BIN" corpus extract --sources "$SOURCES" --debs "$DEBS" ${WANT:+--only "$WANT"}
 
 if [ -n "$FETCH_ONLY" ]; then exit 0; fi
 

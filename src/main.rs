@@ -125,6 +125,9 @@ enum CorpusCommand {
     /// Print the pinned packages of the sources file, one `source name version deb sha256`
     /// line each (what scripts/build-corpus.sh fetches, checks and extracts).
     Packages(diffgap::corpus::CorpusPackagesArgs),
+    /// Check each fetched .deb against its pin, unpack only the files the corpus reads and
+    /// delete the .deb (packages whose tree is up to date are left alone).
+    Extract(diffgap::corpus::CorpusExtractArgs),
 }
 
 #[derive(Subcommand)]
@@ -269,6 +272,7 @@ fn main() -> Result<()> {
             );
         }
         Command::Corpus(CorpusCommand::Packages(args)) => print!("{}", args.listing()?),
+        Command::Corpus(CorpusCommand::Extract(args)) => print!("{}", args.run()?),
         Command::Projection(cmd) => cmd.run()?,
         Command::Catalog(CatalogCommand::Build(args)) => {
             let meta = diffgap::service::request::catalog::build(&args)?;

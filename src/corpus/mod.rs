@@ -41,13 +41,15 @@
 //! matches the existing output does nothing.
 //!
 //! **Sources** ([`sources`]): `models/corpus-sources.toml` pins each package's version and the
-//! sha256 of its `.deb`; `scripts/build-corpus.sh` fetches them with `apt-get download`
-//! (no root), checks the hashes, extracts them with `dpkg-deb -x` under `.cache/debs/`, then runs
-//! this command, which checks the hashes again.
+//! sha256 of its `.deb`; `scripts/build-corpus.sh` fetches the packages whose trees are stale
+//! with `apt-get download` (no root), then `diffgap corpus extract` checks the hashes, unpacks
+//! only the files the corpus reads under `.cache/debs/` and deletes the `.deb`s ([`extract`]);
+//! then this command checks the trees' stamps.
 
 pub mod candidate;
 pub mod clip;
 pub mod copyright;
+pub mod extract;
 pub mod manifest;
 pub mod named;
 pub mod names;
@@ -116,6 +118,12 @@ pub struct CorpusPackagesArgs {
     /// Only these sources (comma-separated: tuxpaint, wesnoth, freedesktop, timgm6mb).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Only the packages whose extracted tree under --debs is missing or stale.
+    #[arg(long)]
+    pub stale: bool,
+    /// Where the extracted trees are (for --stale).
+    #[arg(long, default_value = ".cache/debs")]
+    pub debs: PathBuf,
 }
 
 impl CorpusPackagesArgs {
@@ -123,7 +131,53 @@ impl CorpusPackagesArgs {
     /// reads them.
     pub fn listing(&self) -> Result<String, sources::SourcesError> {
         let (file, _) = sources::SourcesFile::load(&self.sources)?;
-        file.fetch_list(&self.only)
+        let stale: Vec<String> = file
+            .selected(&self.only)?
+            .into_iter()
+            .filter(|p| !self.stale || !extract::is_extracted(&self.debs, p))
+            .map(|p| p.source.clone())
+            .collect();
+        if stale.is_empty() {
+            return Ok(String::new());
+        }
+        file.fetch_list(&stale)
+    }
+}
+
+/// `diffgap corpus extract` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CorpusExtractArgs {
+    /// The pinned packages.
+    #[arg(long, default_value = "models/corpus-sources.toml")]
+    pub sources: PathBuf,
+    /// Where the fetched .deb files are and the extracted trees go.
+    #[arg(long, default_value = ".cache/debs")]
+    pub debs: PathBuf,
+    /// Only these sources (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl CorpusExtractArgs {
+    /// Extracts every selected package whose tree is stale (its `.deb` must have been
+    /// fetched); one line per package.
+    pub fn run(&self) -> Result<String, sources::SourcesError> {
+        let (file, _) = sources::SourcesFile::load(&self.sources)?;
+        let mut out = String::new();
+        for p in file.selected(&self.only)? {
+            if extract::is_extracted(&self.debs, p) {
+                continue;
+            }
+            let kept = extract::extract(&self.debs, p)?;
+            out.push_str(&format!(
+                "extracted {}: kept {} files, {:.1} MB; {} removed\n",
+                p.name,
+                kept.files,
+                kept.bytes as f64 / 1e6,
+                p.deb
+            ));
+        }
+        Ok(out)
     }
 }
 

@@ -1,9 +1,6 @@
-//! The pinned Debian packages (`models/corpus-sources.toml`) and their verification: each
-//! `.deb` must have the recorded sha256, and its extracted tree must carry a stamp with the same
-//! hash (written by `scripts/build-corpus.sh` after `dpkg-deb -x`).
-//!
-//! Layout under the debs folder (default `.cache/debs`): `<deb file name>` and `<package name>/`
-//! (the extracted tree) with `<package name>.extracted` holding the `.deb`'s sha256.
+//! The pinned Debian packages (`models/corpus-sources.toml`): what each source is, where its
+//! files are inside its package, and the list scripts/build-corpus.sh fetches. Their extraction
+//! and its stamp are in [`super::extract`].
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -212,32 +209,6 @@ impl SourcesFile {
         }
         Ok(out)
     }
-}
-
-/// Checks the `.deb` hash and the extraction stamp; returns the extracted tree's root.
-pub fn verify(debs_dir: &Path, package: &Package) -> Result<PathBuf, SourcesError> {
-    let deb = debs_dir.join(&package.deb);
-    if !deb.is_file() {
-        return Err(SourcesError::MissingDeb { deb });
-    }
-    let actual = sha256_file(&deb).map_err(|e| SourcesError::Read {
-        path: deb.clone(),
-        message: e.to_string(),
-    })?;
-    if !actual.eq_ignore_ascii_case(&package.sha256) {
-        return Err(SourcesError::HashMismatch {
-            deb,
-            expected: package.sha256.clone(),
-            actual,
-        });
-    }
-    let dir = debs_dir.join(&package.name);
-    let stamp = debs_dir.join(format!("{}.extracted", package.name));
-    let stamped = std::fs::read_to_string(&stamp).unwrap_or_default();
-    if !dir.is_dir() || !stamped.trim().eq_ignore_ascii_case(&package.sha256) {
-        return Err(SourcesError::NotExtracted { dir, stamp });
-    }
-    Ok(dir)
 }
 
 /// Hex sha256 of a file, streamed.
