@@ -2,7 +2,8 @@
 # first-run promise is a measured table (issue 16). `stages_begin NAME` starts a table in
 # .cache/stages/NAME.tsv; `stage LABEL COMMAND...` runs the command and appends "LABEL<TAB>
 # seconds"; `stages_end` adds the default model's own stages (.cache/real/stages.tsv, written by
-# scripts/build-default-model.sh when it built the model) and prints the table.
+# scripts/build-default-model.sh when it built the model) and prints the table and the disk the
+# project's folders take (a CI machine once ran out of it).
 stages_begin() {
   STAGES_FILE="$DIFFGAP_ROOT/.cache/stages/$1.tsv"
   STAGES_T0=$(date +%s%N)
@@ -36,4 +37,6 @@ stages_end() {
   while IFS=$'\t' read -r name secs; do
     printf '  %-28s %9s\n' "$name" "$secs"
   done < "$STAGES_FILE"
+  echo "disk used (du -sh; $(df -h --output=avail "$DIFFGAP_ROOT" | tail -1 | tr -d ' ') left on the device):"
+  (cd "$DIFFGAP_ROOT" && du -sh .venv target .cache/* 2>/dev/null | sort -h | tail -8 | sed 's/^/  /')
 }
