@@ -96,10 +96,8 @@ impl HttpApi {
     {
         let t0 = Instant::now();
         let (parts, body) = request.into_parts();
-        let id = request_id::from_headers(&parts.headers);
-        let authorization = parts.headers.get(http::header::AUTHORIZATION);
-        if let Err(refusal) = self.auth.check(parts.uri.path(), authorization) {
-            let e = ServiceError::Unauthenticated(refusal.message().into());
+        let (id, admitted) = self.admit(&parts.uri, &parts.headers);
+        if let Err(e) = admitted {
             return reply::error(style, &id, t0.elapsed(), &e);
         }
         let (req, deadline) = match self.read::<Req>(&parts.headers, body).await {
@@ -141,10 +139,8 @@ impl HttpApi {
     {
         let t0 = Instant::now();
         let headers = request.headers();
-        let id = request_id::from_headers(headers);
-        let authorization = headers.get(http::header::AUTHORIZATION);
-        if let Err(refusal) = self.auth.check(request.uri().path(), authorization) {
-            let e = ServiceError::Unauthenticated(refusal.message().into());
+        let (id, admitted) = self.admit(request.uri(), headers);
+        if let Err(e) = admitted {
             return reply::error(Style::Service, &id, t0.elapsed(), &e);
         }
         let deadline = match deadline_from_headers(headers) {
@@ -166,6 +162,22 @@ impl HttpApi {
             }
             Err(e) => reply::error(Style::Service, &id, total, &e),
         }
+    }
+
+    /// The request id (the client's or a new one), and whether the bearer token is accepted.
+    fn admit(
+        &self,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> (String, Result<(), ServiceError>) {
+        let id = request_id::from_headers(headers);
+        let authorization = headers.get(http::header::AUTHORIZATION);
+        let admitted = self
+            .auth
+            .check(uri.path(), authorization)
+            .map(|_| ())
+            .map_err(|refusal| ServiceError::Unauthenticated(refusal.message().into()));
+        (id, admitted)
     }
 
     async fn read<Req: DeserializeOwned>(
