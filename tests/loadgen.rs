@@ -298,3 +298,59 @@ fn loadgen_counts_refusals_apart_and_judges_an_overload() {
     );
     assert!(text.contains("| conc 8 |"), "{text}");
 }
+
+/// `--peer-addr` (scripts/bench-peer.sh runs it against the Python peer) against a second
+/// server of the same model: the output check finds the answers of requests sent alone equal,
+/// the rounds alternate which server goes first with the same load on both, the open-loop
+/// rate is the fraction of diffgap's saturation, and the ratios and medians are the
+/// quotients of what was measured.
+#[test]
+fn loadgen_compares_against_a_peer_in_interleaved_rounds() {
+    let (server, peer) = (Server::new(), Server::new());
+    let out = server
+        .loadgen()
+        .args(["--peer-addr", &peer.addr, "--steps", "1,5"])
+        .args([
+            "--concurrency",
+            "2",
+            "--requests",
+            "20",
+            "--max-seconds",
+            "20",
+        ])
+        .args(["--open-fraction", "0.5", "--open-seconds", "0.5"])
+        .args(["--ratio-rounds", "2", "--label", "peer test"])
+        .output()
+        .expect("run loadgen");
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("output check: 25 requests"), "{stdout}");
+    let s = server.summary();
+    assert_eq!(s["check"]["max_abs_diff_alone"], 0.0, "{}", s["check"]);
+    let closed = s["closed"].as_array().expect("closed rounds");
+    let firsts: Vec<&str> = closed.iter().filter_map(|r| r["first"].as_str()).collect();
+    assert_eq!(firsts, ["diffgap", "peer"]);
+    let mut ratios = Vec::new();
+    for r in closed {
+        let (d, p) = (&r["diffgap"], &r["peer"]);
+        assert!(d["ok"] == 20 && p["ok"] == 20, "{r}");
+        let rate = |l: &serde_json::Value| l["requests_per_s"].as_f64().expect("rate");
+        let ratio = r["throughput_ratio"].as_f64().expect("a ratio");
+        assert!((ratio - rate(d) / rate(p)).abs() < 1e-9, "{r}");
+        ratios.push(ratio);
+    }
+    let medians = s["medians"].as_array().expect("medians");
+    let loads: Vec<&str> = medians.iter().filter_map(|m| m["load"].as_str()).collect();
+    assert_eq!(loads.len(), 2, "{medians:?}");
+    assert_eq!(loads[0], "conc 2");
+    let median = medians[0]["throughput_ratio"].as_f64().expect("median");
+    assert!((median - (ratios[0] + ratios[1]) / 2.0).abs() < 1e-9);
+    let saturation = medians[0]["diffgap_requests_per_s"].as_f64().expect("rate");
+    let open_rate = s["open_rate"].as_f64().expect("an open-loop rate");
+    assert!((open_rate - 0.5 * saturation).abs() < 1e-9 * saturation);
+    let open = s["open"].as_array().expect("open rounds");
+    assert_eq!(open.len(), 2);
+    assert!(
+        open.iter().all(|r| r["p99_ratio"].as_f64().is_some()),
+        "{open:?}"
+    );
+}

@@ -50,7 +50,8 @@ pub struct LoadgenArgs {
     /// Rounds of (service at the saturating concurrency, then the in-process engine at its best
     /// batches), one after the other, for the throughput ratio: its median over the rounds is
     /// reported, so that a slow spell of a shared machine does not decide it (0: one ratio from
-    /// the sweep's best level and the in-process figures).
+    /// the sweep's best level and the in-process figures). With --peer-addr: the rounds of
+    /// (diffgap, peer) at each level (at least 1).
     #[arg(long, default_value_t = 3)]
     pub ratio_rounds: usize,
     /// Writes the run's figures (closed and open loop, in-process, ratios) as JSON here.
@@ -101,6 +102,19 @@ pub struct LoadgenArgs {
     /// A label printed with the tables (e.g. the server's batching mode).
     #[arg(long, default_value = "")]
     pub label: String,
+    /// A second server of the same Bridge on the same model, e.g. the Python peer of
+    /// benches/python_peer/ (scripts/bench-peer.sh): its outputs are checked against
+    /// --addr's, then each --concurrency level and the open loop run on both in interleaved
+    /// rounds (--ratio-rounds), and the ratios diffgap / peer (throughput, p99) are printed
+    /// with their medians over rounds. Replaces the sweep and the in-process comparison.
+    #[arg(long)]
+    pub peer_addr: Option<String>,
+    /// With --peer-addr: only the output check, no load.
+    #[arg(long)]
+    pub peer_check_only: bool,
+    /// With --peer-addr: the largest difference of an output value the check accepts.
+    #[arg(long, default_value_t = 1e-6)]
+    pub peer_tolerance: f64,
 }
 
 impl LoadgenArgs {
@@ -111,6 +125,12 @@ impl LoadgenArgs {
         }
         if self.steps.is_empty() || self.steps.contains(&0) {
             bail!("--steps needs step counts of at least 1");
+        }
+        if self.peer_check_only && self.peer_addr.is_none() {
+            bail!("--peer-check-only needs --peer-addr");
+        }
+        if !(self.peer_tolerance.is_finite() && self.peer_tolerance >= 0.0) {
+            bail!("--peer-tolerance must be a finite number of at least 0");
         }
         if let Some(f) = self.open_fraction {
             if !(f.is_finite() && f > 0.0) {

@@ -12,7 +12,7 @@ use crate::model::row_seed;
 use crate::service::proto::ModelInfo;
 
 /// What the load needs to know about the served model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Target {
     pub from: String,
     pub to: String,
@@ -159,23 +159,34 @@ pub async fn ready_server(addr: &str) -> Result<ReadyServer> {
 /// `--connections` clients of `--addr` (each on its own connection) and the model it serves
 /// (its first model and direction), once the server answers Info.
 pub(super) async fn connect(args: &LoadgenArgs) -> Result<(Vec<DiffgapClient<Channel>>, Target)> {
-    let s = ready_server(&args.addr).await?;
+    let (clients, target, _) = connect_to(&args.addr, &args.label, args).await?;
+    Ok((clients, target))
+}
+
+/// `--connections` clients of `addr` and the model it serves, as [`connect`] (`label` is
+/// printed with it), with the server's description of that model.
+pub(super) async fn connect_to(
+    addr: &str,
+    label: &str,
+    args: &LoadgenArgs,
+) -> Result<(Vec<DiffgapClient<Channel>>, Target, ModelInfo)> {
+    let s = ready_server(addr).await?;
     let mut clients = vec![s.client];
     for _ in 1..args.connections {
-        clients.push(lazy_client(&args.addr)?);
+        clients.push(lazy_client(addr)?);
     }
     println!(
         "server {} ({}, model {}, dim {}, {}->{}){}: steps {:?} cycled, {} item(s) x {} sample(s) per request, {} connection(s)",
-        args.addr,
+        addr,
         s.device,
         s.model.name,
         s.model.dim,
         s.from,
         s.to,
-        if args.label.is_empty() {
+        if label.is_empty() {
             String::new()
         } else {
-            format!(" [{}]", args.label)
+            format!(" [{label}]")
         },
         args.steps,
         args.items,
@@ -187,7 +198,7 @@ pub(super) async fn connect(args: &LoadgenArgs) -> Result<(Vec<DiffgapClient<Cha
         from: s.from,
         to: s.to,
     };
-    Ok((clients, target))
+    Ok((clients, target, s.model))
 }
 
 #[cfg(test)]

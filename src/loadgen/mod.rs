@@ -22,7 +22,10 @@
 //! - [`summary`]: what a run measured (`--summary-json`);
 //! - [`overload`]: the overload goals of a saturating and an overloading level;
 //! - [`report`]: the tables, and `diffgap loadgen-summary`'s goal tables of two runs;
-//! - [`soak`]: `diffgap soak`, mixed valid and invalid traffic and reloads, the server's memory.
+//! - [`soak`]: `diffgap soak`, mixed valid and invalid traffic and reloads, the server's memory;
+//! - [`peer`]: `--peer-addr`, diffgap against a peer server of the same Bridge (the Python
+//!   peer) in interleaved rounds, after [`peer_check`] compared their outputs; the figures in
+//!   [`peer_report`].
 
 mod args;
 pub mod audio;
@@ -31,6 +34,9 @@ pub mod load;
 mod loops;
 mod outcome;
 mod overload;
+mod peer;
+mod peer_check;
+mod peer_report;
 mod ratios;
 pub mod report;
 pub mod soak;
@@ -53,6 +59,9 @@ use crate::service::worker::WorkerOptions;
 
 pub fn run(args: &LoadgenArgs) -> Result<()> {
     args.check()?;
+    if let Some(peer_addr) = &args.peer_addr {
+        return peer::run(args, peer_addr);
+    }
     let rt = threads::runtime(args.io_thread_policy).context("starting the async runtime")?;
     let driven = rt.block_on(sweep::drive(args))?;
     let saturation = driven
