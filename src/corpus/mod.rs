@@ -83,21 +83,28 @@ pub enum CorpusError {
     Other(String),
 }
 
+/// Which pinned packages a corpus command works on, and where their trees are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PackageArgs {
+    /// The pinned packages.
+    #[arg(long, default_value = "models/corpus-sources.toml")]
+    pub sources: PathBuf,
+    /// Where scripts/build-corpus.sh puts the fetched .deb files and the extracted trees.
+    #[arg(long, default_value = ".cache/debs")]
+    pub debs: PathBuf,
+    /// Only these sources (comma-separated: tuxpaint, wesnoth, freedesktop, timgm6mb, ...).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
 /// `diffgap corpus build` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CorpusBuildArgs {
     /// Output folder (clips/, manifest.jsonl, summary.json, summary.txt).
     #[arg(long, default_value = ".cache/corpus")]
     pub out: PathBuf,
-    /// The pinned packages.
-    #[arg(long, default_value = "models/corpus-sources.toml")]
-    pub sources: PathBuf,
-    /// Where scripts/build-corpus.sh put the .deb files and their extracted trees.
-    #[arg(long, default_value = ".cache/debs")]
-    pub debs: PathBuf,
-    /// Only these sources (comma-separated: tuxpaint, wesnoth, freedesktop, timgm6mb).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
+    #[command(flatten)]
+    pub packages: PackageArgs,
     /// Longest clip in seconds; longer audio is cut.
     #[arg(long, default_value_t = 10.0)]
     pub max_seconds: f64,
@@ -112,29 +119,22 @@ pub struct CorpusBuildArgs {
 /// `diffgap corpus packages` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CorpusPackagesArgs {
-    /// The pinned packages.
-    #[arg(long, default_value = "models/corpus-sources.toml")]
-    pub sources: PathBuf,
-    /// Only these sources (comma-separated: tuxpaint, wesnoth, freedesktop, timgm6mb).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
+    #[command(flatten)]
+    pub packages: PackageArgs,
     /// Only the packages whose extracted tree under --debs is missing or stale.
     #[arg(long)]
     pub stale: bool,
-    /// Where the extracted trees are (for --stale).
-    #[arg(long, default_value = ".cache/debs")]
-    pub debs: PathBuf,
 }
 
 impl CorpusPackagesArgs {
     /// One `source name version deb sha256` line per package, as scripts/build-corpus.sh
     /// reads them.
     pub fn listing(&self) -> Result<String, sources::SourcesError> {
-        let (file, _) = sources::SourcesFile::load(&self.sources)?;
+        let (file, _) = sources::SourcesFile::load(&self.packages.sources)?;
         let stale: Vec<String> = file
-            .selected(&self.only)?
+            .selected(&self.packages.only)?
             .into_iter()
-            .filter(|p| !self.stale || !extract::is_extracted(&self.debs, p))
+            .filter(|p| !self.stale || !extract::is_extracted(&self.packages.debs, p))
             .map(|p| p.source.clone())
             .collect();
         if stale.is_empty() {
@@ -147,28 +147,21 @@ impl CorpusPackagesArgs {
 /// `diffgap corpus extract` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CorpusExtractArgs {
-    /// The pinned packages.
-    #[arg(long, default_value = "models/corpus-sources.toml")]
-    pub sources: PathBuf,
-    /// Where the fetched .deb files are and the extracted trees go.
-    #[arg(long, default_value = ".cache/debs")]
-    pub debs: PathBuf,
-    /// Only these sources (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
+    #[command(flatten)]
+    pub packages: PackageArgs,
 }
 
 impl CorpusExtractArgs {
     /// Extracts every selected package whose tree is stale (its `.deb` must have been
     /// fetched); one line per package.
     pub fn run(&self) -> Result<String, sources::SourcesError> {
-        let (file, _) = sources::SourcesFile::load(&self.sources)?;
+        let (file, _) = sources::SourcesFile::load(&self.packages.sources)?;
         let mut out = String::new();
-        for p in file.selected(&self.only)? {
-            if extract::is_extracted(&self.debs, p) {
+        for p in file.selected(&self.packages.only)? {
+            if extract::is_extracted(&self.packages.debs, p) {
                 continue;
             }
-            let kept = extract::extract(&self.debs, p)?;
+            let kept = extract::extract(&self.packages.debs, p)?;
             out.push_str(&format!(
                 "extracted {}: kept {} files, {:.1} MB; {} removed\n",
                 p.name,
@@ -186,9 +179,9 @@ impl CorpusBuildArgs {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         BuildOptions {
             out: self.out.clone(),
-            sources_file: self.sources.clone(),
-            debs_dir: self.debs.clone(),
-            only: self.only.clone(),
+            sources_file: self.packages.sources.clone(),
+            debs_dir: self.packages.debs.clone(),
+            only: self.packages.only.clone(),
             max_seconds: self.max_seconds,
             force: self.force,
             threads: self.threads.unwrap_or(cores),
