@@ -131,16 +131,11 @@ impl CorpusPackagesArgs {
     /// reads them.
     pub fn listing(&self) -> Result<String, sources::SourcesError> {
         let (file, _) = sources::SourcesFile::load(&self.packages.sources)?;
-        let stale: Vec<String> = file
-            .selected(&self.packages.only)?
-            .into_iter()
-            .filter(|p| !self.stale || !extract::is_extracted(&self.packages.debs, p))
-            .map(|p| p.source.clone())
-            .collect();
-        if stale.is_empty() {
-            return Ok(String::new());
+        let mut wanted = file.selected(&self.packages.only)?;
+        if self.stale {
+            wanted.retain(|p| !extract::is_extracted(&self.packages.debs, p));
         }
-        file.fetch_list(&stale)
+        sources::fetch_lines(&wanted)
     }
 }
 

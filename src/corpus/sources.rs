@@ -184,31 +184,36 @@ impl SourcesFile {
     /// each: `source name version deb sha256` (what scripts/build-corpus.sh fetches, checks
     /// and extracts).
     pub fn fetch_list(&self, only: &[String]) -> Result<String, SourcesError> {
-        let mut out = String::new();
-        for p in self.selected(only)? {
-            let fields = [
-                ("source", &p.source),
-                ("name", &p.name),
-                ("version", &p.version),
-                ("deb", &p.deb),
-                ("sha256", &p.sha256),
-            ];
-            let mut line = Vec::with_capacity(fields.len());
-            for (field, value) in fields {
-                if value.is_empty() || value.chars().any(char::is_whitespace) {
-                    return Err(SourcesError::NotAWord {
-                        package: p.name.clone(),
-                        field,
-                        value: value.clone(),
-                    });
-                }
-                line.push(value.as_str());
-            }
-            out.push_str(&line.join(" "));
-            out.push('\n');
-        }
-        Ok(out)
+        fetch_lines(&self.selected(only)?)
     }
+}
+
+/// One `source name version deb sha256` line per package, in the given order.
+pub fn fetch_lines(packages: &[&Package]) -> Result<String, SourcesError> {
+    let mut out = String::new();
+    for p in packages {
+        let fields = [
+            ("source", &p.source),
+            ("name", &p.name),
+            ("version", &p.version),
+            ("deb", &p.deb),
+            ("sha256", &p.sha256),
+        ];
+        let mut line = Vec::with_capacity(fields.len());
+        for (field, value) in fields {
+            if value.is_empty() || value.chars().any(char::is_whitespace) {
+                return Err(SourcesError::NotAWord {
+                    package: p.name.clone(),
+                    field,
+                    value: value.clone(),
+                });
+            }
+            line.push(value.as_str());
+        }
+        out.push_str(&line.join(" "));
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Hex sha256 of a file, streamed.
