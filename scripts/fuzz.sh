@@ -2,7 +2,7 @@
 # Fuzzes the targets of fuzz/ (entry points in src/fuzzing.rs) with cargo-fuzz (libFuzzer, nightly),
 # each for a bounded time, and prints libFuzzer's final statistics. A crash leaves its input in
 # fuzz/artifacts/TARGET/; copy it to fuzz/regressions/TARGET/ with the fix so that
-# tests/fuzz_regressions.rs (the CI smoke run) keeps it fixed.
+# tests/integration/fuzz_regressions.rs (the CI smoke run) keeps it fixed.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]   (default 60 s, every target)
 #   FUZZ_RUNS=N scripts/fuzz.sh ...   also stops a target after N executions (the long run:
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh 7200 audio_decode)

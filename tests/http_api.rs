@@ -1,7 +1,7 @@
 //! The HTTP/JSON listener end to end: the real server (a tiny model, bearer tokens and
 //! metrics on) on ephemeral ports, called over HTTP/1.1 and over gRPC, which must agree.
 //! The OpenAI-compatible route on the default model (real encoders) is in
-//! `tests/http_openai.rs`.
+//! `tests/integration/http_openai.rs`.
 
 mod support;
 

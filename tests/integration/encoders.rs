@@ -5,7 +5,7 @@
 //!
 //! Needs the encoders built by `scripts/build-encoders.sh` (the test command runs it).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Every way a paired file can be wrong gets an error that names the problem.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The gRPC service end to end: a tiny model trained here, the real server on an ephemeral
 //! port, and the generated tonic client.
 
-mod support;
+use crate::support;
 
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed};

@@ -1,7 +1,7 @@
 //! Training on a synthetic set with a known non-linear relation and a modality gap: the gap must
 //! shrink and DiffGAP must beat the contrastive baseline on held-out items.
 
-mod support;
+use crate::support;
 
 use diffgap::data::pairs::PairedSet;
 use diffgap::eval::report::{evaluate_model, EvalOptions, Fusion};

@@ -5,7 +5,7 @@
 //! answered during every Bridge; with the encoders on their own lower-priority thread, Bridges
 //! overtake the long Embeds in progress.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The house rules of `src/` that a reader relies on: no module imports the module that imports
 //! it (a request flows one way), and no source file grows past 600 lines.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

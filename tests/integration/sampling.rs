@@ -1,6 +1,6 @@
 //! DDIM against closed-form denoisers, and the seeding and batching guarantees of Bridge.
 
-mod support;
+use crate::support;
 
 use diffgap::diffusion::denoiser::DenoiserNet;
 use diffgap::diffusion::prediction::Prediction;

@@ -3,7 +3,7 @@
 //! model's fitted objects do in process; "validated best" is the card's choice; Info shows the
 //! validation ladder; a model without baselines refuses the modes that need them.
 
-mod support;
+use crate::support;
 
 use diffgap::baselines::hubness::{hub_fused, ModeScores};
 use diffgap::baselines::modes::BaselineMode;

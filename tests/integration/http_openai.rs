@@ -2,7 +2,7 @@
 //! answer's shape, float and base64, usage, its agreement with `/v1/embed`, gRPC Embed and
 //! `/v1/bridge`, and errors in OpenAI's shape.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

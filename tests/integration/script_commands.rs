@@ -2,7 +2,7 @@
 //! `corpus packages` (scripts/build-corpus.sh) and `loadgen-summary` (scripts/bench-service.sh),
 //! run as the scripts run them.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! bridge, joining a running batch, deadlines and cancellation. Talks to the worker directly
 //! (no gRPC) and reads its own counters.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

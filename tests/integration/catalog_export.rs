@@ -3,7 +3,7 @@
 //! Rank modes do (the scores recomputed from the exported vectors against the real server's
 //! Rank on the same catalog); bad input gets a clear error, never a panic.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! port with a real tonic client: text in, ranked audio out; audio in, a bridged text-side
 //! vector out; raw inputs agree with the embeddings Embed returns; bad raw input is refused.
 
-mod support;
+use crate::support;
 
 use diffgap::service::proto::{
     self, raw_input::Input, BridgeItem, BridgeRequest, Candidate, EmbedRequest, RankMode,

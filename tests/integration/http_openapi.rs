@@ -5,7 +5,7 @@
 //! API route asks for the bearer scheme and documents its errors in the shape it sends.
 //! schemathesis fuzzes every operation against the document in `scripts/ops-check.sh`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! failed call, the default model never moves to another one, Reload needs an admin token, and
 //! what a client reads names no path.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

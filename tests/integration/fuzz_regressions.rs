@@ -3,7 +3,7 @@
 //! (`fuzz/regressions/TARGET/`) must come back with an answer instead of a panic, and so must a
 //! fixed set of mutations of the seeds (bit flips, truncations, overwritten length fields).
 
-mod support;
+use crate::support;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The `diffgap` binary end to end, as a user runs it on a file they bring.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

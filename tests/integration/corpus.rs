@@ -4,7 +4,7 @@
 //! (compared by hash, one build on disk at a time) and the second run of the same build is a
 //! no-op.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

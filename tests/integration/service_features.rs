@@ -1,8 +1,9 @@
 //! The service's newer features end to end, against the real server on an ephemeral port and
 //! the generated tonic client: Refine, BridgeStream, catalogs and generative Rank. (The model
-//! repository is tested in tests/reload.rs, deadlines and batching in tests/service_deadlines.rs.)
+//! repository is tested in tests/integration/reload.rs, deadlines and batching in
+//! tests/service_deadlines.rs.)
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -6,7 +6,7 @@
 //! embeddings project. The page in a browser is checked by tests/browser/playground.mjs
 //! (scripts/ops-check.sh).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

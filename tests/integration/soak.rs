@@ -4,7 +4,7 @@
 //! reloads done, the server's memory read. Not the memory goals themselves: a soak of seconds
 //! is all warm-up (scripts/soak.sh runs the real one).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

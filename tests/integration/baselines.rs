@@ -2,7 +2,7 @@
 //! in the model directory with its hash, applied by `diffgap eval`, and the hubness-corrected
 //! fusion chosen on validation never below the inverted-softmax baseline there.
 
-mod support;
+use crate::support;
 
 use diffgap::data::pairs::PairedSet;
 use diffgap::eval::ladder::BASELINE_MODES;

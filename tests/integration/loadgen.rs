@@ -3,7 +3,7 @@
 //! in-process comparison and the JSON summary with the goal ratios. Checks what it reports,
 //! not how fast anything is (speed is measured by scripts/bench-service.sh, not by tests).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

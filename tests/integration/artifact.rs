@@ -1,6 +1,6 @@
 //! The model directory: TorchScript round trip, and loads that must fail with a clear message.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
