@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tch::Device;
+use tch::{Device, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
@@ -56,6 +56,34 @@ impl DeviceChoice {
                     ))
                 }
             }
+        }
+    }
+}
+
+/// The number format the denoiser network computes in. The sampler's arithmetic (schedule,
+/// noise, DDIM update, guidance) stays float32 either way; only the network's weights and
+/// activations change. bfloat16 pays where the CPU multiplies it natively (AMX, AVX-512 BF16)
+/// or on a GPU; elsewhere libtorch emulates it and it is slower. Its quality on the
+/// validation split is measured against float32 in docs/benchmarks.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Dtype {
+    #[default]
+    Float32,
+    Bfloat16,
+}
+
+impl Dtype {
+    pub fn kind(self) -> Kind {
+        match self {
+            Self::Float32 => Kind::Float,
+            Self::Bfloat16 => Kind::BFloat16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Float32 => "float32",
+            Self::Bfloat16 => "bfloat16",
         }
     }
 }

@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use diffgap::data::pairs::{write_named, PairedSet};
 use diffgap::data::synthetic::{self, SyntheticSpec};
-use diffgap::device::{describe, DeviceChoice};
+use diffgap::device::{describe, DeviceChoice, Dtype};
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::eval::report::{self, EvalOptions, Fusion};
 use diffgap::model::{artifact, row_seed};
@@ -156,6 +156,9 @@ struct SamplingArgs {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Number format of the denoiser network (float32 runs the TorchScript module).
+    #[arg(long, value_enum, default_value_t = Dtype::Float32)]
+    dtype: Dtype,
 }
 
 #[derive(clap::Args)]
@@ -336,7 +339,7 @@ fn resolve(d: DeviceChoice) -> Result<Device> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     let device = resolve(args.sampling.device)?;
-    let model = artifact::load(&args.model, device)
+    let model = artifact::load_as(&args.model, device, args.sampling.dtype)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let set = PairedSet::load(&args.pairs)?;
     let m = &model.card.space.modalities;
@@ -379,7 +382,7 @@ fn eval(args: EvalArgs) -> Result<()> {
 
 fn bridge(args: BridgeArgs) -> Result<()> {
     let device = resolve(args.sampling.device)?;
-    let model = artifact::load(&args.model, device)
+    let model = artifact::load_as(&args.model, device, args.sampling.dtype)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let set = PairedSet::load(&args.input)?;
     let x = set.modality(&args.from)?;

@@ -126,14 +126,18 @@ impl Denoiser {
         direction: &Tensor,
         cond_mask: &Tensor,
     ) -> Tensor {
+        // The weights' kind: float32 in training, bfloat16 when served so (`Dtype`). The
+        // sampler hands float32 in and gets float32 back either way.
+        let kind = self.input.ws.kind();
         let args = t.unsqueeze(-1) * self.freqs.unsqueeze(0);
-        let t_emb = Tensor::cat(&[args.sin(), args.cos()], -1);
+        let t_emb = Tensor::cat(&[args.sin(), args.cos()], -1).to_kind(kind);
         let t_emb = self.time_fc2.forward(&self.time_fc1.forward(&t_emb).silu());
-        let mask = cond_mask.unsqueeze(-1);
-        let c_emb = self.cond_proj.forward(cond) * &mask + &self.null_cond * (-&mask + 1.0);
+        let mask = cond_mask.unsqueeze(-1).to_kind(kind);
+        let c_emb =
+            self.cond_proj.forward(&cond.to_kind(kind)) * &mask + &self.null_cond * (-&mask + 1.0);
         let emb = (t_emb + c_emb + self.direction.forward(direction)).silu();
 
-        let mut h = self.input.forward(x_t);
+        let mut h = self.input.forward(&x_t.to_kind(kind));
         for block in &self.blocks {
             let m = block.modulation.forward(&emb).chunk(3, -1);
             let y = self.layer_norm(&h) * (1.0 + &m[0]) + &m[1];
@@ -147,7 +151,7 @@ impl Denoiser {
         }
         let m = self.final_modulation.forward(&emb).chunk(2, -1);
         let h = self.layer_norm(&h) * (1.0 + &m[0]) + &m[1];
-        self.output.forward(&h)
+        self.output.forward(&h).to_kind(Kind::Float)
     }
 }
 

@@ -11,6 +11,7 @@ use super::card::{ModelCard, CARD_FORMAT, TORCH_VERSION};
 use super::engine::DiffgapModel;
 use super::error::ModelError;
 use crate::baselines::Baselines;
+use crate::device::Dtype;
 use crate::diffusion::denoiser::{self, Denoiser, DenoiserNet, ScriptedDenoiser};
 
 pub const CARD_FILE: &str = "card.json";
@@ -213,9 +214,16 @@ fn verify_hash(dir: &Path, card: &ModelCard, file: &str) -> Result<PathBuf, Mode
     Ok(path)
 }
 
-/// Loads an artifact for serving: the TorchScript module, after checking the card, the file
-/// hashes and the module's input/output contract.
+/// Loads an artifact for serving in float32: the TorchScript module, after checking the card,
+/// the file hashes and the module's input/output contract.
 pub fn load(dir: &Path, device: Device) -> Result<DiffgapModel, ModelError> {
+    load_as(dir, device, Dtype::Float32)
+}
+
+/// Loads an artifact for serving with its denoiser in `dtype`. float32 runs the TorchScript
+/// module; bfloat16 runs the EMA weights (what the module was traced from) in the Rust network,
+/// converted, since a traced module holds its weights as float32 constants.
+pub fn load_as(dir: &Path, device: Device, dtype: Dtype) -> Result<DiffgapModel, ModelError> {
     let mut card = read_card(dir)?;
     // A model is named by its directory, as in Triton's repository: renaming or moving the
     // directory renames the model, whatever name it was trained under.
@@ -226,22 +234,35 @@ pub fn load(dir: &Path, device: Device) -> Result<DiffgapModel, ModelError> {
     {
         card.name = name;
     }
-    let path = verify_hash(dir, &card, SCRIPT_FILE)?;
+    let net: Box<dyn DenoiserNet> = match dtype {
+        Dtype::Float32 => Box::new(scripted(dir, &card, device)?),
+        Dtype::Bfloat16 => Box::new(eager(dir, &card, device, Kind::BFloat16)?),
+    };
+    check_contract(dir, net.as_ref(), &card, device)?;
+    Ok(DiffgapModel::new(card, net, device))
+}
+
+fn scripted(dir: &Path, card: &ModelCard, device: Device) -> Result<ScriptedDenoiser, ModelError> {
+    let path = verify_hash(dir, card, SCRIPT_FILE)?;
     let module = tch::CModule::load_on_device(&path, device).map_err(|e| {
         artifact_err(
             dir,
             format!("{SCRIPT_FILE} is not a loadable TorchScript module: {e}"),
         )
     })?;
-    let net = ScriptedDenoiser::new(module);
-    check_contract(dir, &net, &card, device)?;
-    Ok(DiffgapModel::new(card, Box::new(net), device))
+    Ok(ScriptedDenoiser::new(module))
 }
 
 /// Loads the EMA weights into the trainable Rust network instead of the TorchScript module.
 pub fn load_eager(dir: &Path, device: Device) -> Result<DiffgapModel, ModelError> {
     let card = read_card(dir)?;
-    let path = verify_hash(dir, &card, EMA_FILE)?;
+    let net = eager(dir, &card, device, Kind::Float)?;
+    Ok(DiffgapModel::new(card, Box::new(net), device))
+}
+
+/// The EMA weights in the Rust network, their values converted to `kind`.
+fn eager(dir: &Path, card: &ModelCard, device: Device, kind: Kind) -> Result<Denoiser, ModelError> {
+    let path = verify_hash(dir, card, EMA_FILE)?;
     let mut vs = tch::nn::VarStore::new(device);
     let net = Denoiser::new(&vs.root(), card.denoiser);
     vs.load(&path).map_err(|e| {
@@ -250,7 +271,9 @@ pub fn load_eager(dir: &Path, device: Device) -> Result<DiffgapModel, ModelError
             format!("{EMA_FILE} does not fit the card's denoiser: {e}"),
         )
     })?;
-    Ok(DiffgapModel::new(card, Box::new(net), device))
+    // In place: the network's handles share the variables' storage.
+    vs.set_kind(kind);
+    Ok(net)
 }
 
 /// Runs the module once on a 2-row batch: a module with the wrong signature or output shape

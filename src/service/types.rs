@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::describe;
+use crate::device::{describe, Dtype};
 use crate::diffusion::sampler::SampleOptions;
 use crate::diffusion::schedule::Strength;
 use crate::eval::card_ladder::{self, DirectionLadder};
@@ -131,6 +131,8 @@ pub struct ModelInfo {
     pub instances: usize,
     /// libtorch intra-op threads of each instance.
     pub threads_per_instance: usize,
+    /// Number format of the denoiser network ("float32", "bfloat16").
+    pub dtype: String,
 }
 
 impl ModelInfo {
@@ -163,6 +165,7 @@ impl ModelInfo {
             encoders: None,
             instances: 1,
             threads_per_instance: 1,
+            dtype: Dtype::Float32.name().into(),
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::support;
 
 use std::path::Path;
 
+use diffgap::device::Dtype;
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed, ModelError};
 use support::copy_dir;
@@ -153,4 +154,35 @@ fn a_loaded_model_is_named_by_its_directory() {
     copy_dir(&support::tiny_model(), &d);
     let model = artifact::load(&d, Device::Cpu).unwrap();
     assert_eq!(model.card.name, "renamed-model");
+}
+
+#[test]
+fn a_bfloat16_denoiser_stays_close_to_float32_and_is_really_bfloat16() {
+    let dir = support::tiny_model();
+    let f32_model = artifact::load(&dir, Device::Cpu).expect("float32 load");
+    let bf16_model = artifact::load_as(&dir, Device::Cpu, Dtype::Bfloat16).expect("bfloat16 load");
+    let x = support::randn(32, 16);
+    let seeds: Vec<u64> = (0..32).map(|i| row_seed(5, i)).collect();
+    let opts = SampleOptions {
+        steps: 10,
+        guidance: 1.5,
+        samples: 2,
+    };
+    for (from, to) in [("text", "audio"), ("audio", "text")] {
+        let a = f32_model.bridge(&x, from, to, &seeds, opts).unwrap();
+        let b = bf16_model.bridge(&x, from, to, &seeds, opts).unwrap();
+        assert_eq!(b.kind(), tch::Kind::Float, "the sampler hands float32 back");
+        let err = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]);
+        // bfloat16 keeps 8 significant bits: differences of a few parts in a hundred of the
+        // largest value, and never none at all (then the network did not run in bfloat16).
+        assert!(
+            err > 0.0 && err < 0.05 * scale,
+            "{from}->{to}: {err} of {scale}"
+        );
+        let cos = tch::Tensor::cosine_similarity(&a, &b, 1, 1e-8)
+            .min()
+            .double_value(&[]);
+        assert!(cos > 0.99, "{from}->{to}: row cosine {cos}");
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::support;
 
+use diffgap::device::Dtype;
 use diffgap::diffusion::sampler::SampleOptions;
 use diffgap::model::{artifact, row_seed};
 use diffgap::service;
@@ -466,4 +467,37 @@ async fn reflection_lists_the_services() {
     for expected in ["diffgap.v1.Diffgap", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
+}
+
+#[tokio::test]
+async fn a_bfloat16_server_says_so_and_answers_as_the_bfloat16_model_does() {
+    let mut cfg = serve_config(&tiny_model());
+    cfg.dtype = Dtype::Bfloat16;
+    let (addr, _) = support::serve_forever(cfg);
+    let mut c = support::client(addr).await;
+    let info = c.info(InfoRequest {}).await.expect("info").into_inner();
+    assert_eq!(info.models[0].dtype, "bfloat16");
+    let f32_info = SERVER.client().await.info(InfoRequest {}).await;
+    assert_eq!(
+        f32_info.expect("info").into_inner().models[0].dtype,
+        "float32"
+    );
+
+    let x = tiny_vector(3);
+    let r = c
+        .bridge(BridgeRequest::new(vec![BridgeItem::new(
+            "text",
+            "audio",
+            x.clone(),
+            Some(5),
+        )]))
+        .await
+        .expect("bridge")
+        .into_inner();
+    let model = artifact::load_as(&tiny_model(), tch::Device::Cpu, Dtype::Bfloat16).expect("load");
+    let opts = support::default_options(&model);
+    let local = model
+        .bridge(&one_row(&x), "text", "audio", &[5], opts)
+        .expect("in-process bridge");
+    assert_close(&values(r)[0], &flat(&local), 1e-5);
 }

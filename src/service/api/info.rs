@@ -63,6 +63,7 @@ pub fn info(ctx: &Context) -> Result<proto::InfoResponse, ServiceError> {
                     .unwrap_or_default(),
                 instances: u32_of(m.instances),
                 threads_per_instance: u32_of(m.threads_per_instance),
+                dtype: m.dtype.clone(),
                 ladders: m.ladders.iter().map(ladder).collect(),
             }
         })

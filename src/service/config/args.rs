@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::keys::KEYS;
 use super::serde_as::value_name;
-use crate::device::DeviceChoice;
+use crate::device::{DeviceChoice, Dtype};
 use crate::service::ops::telemetry::LogFormat;
 use crate::service::ops::threads::IoThreadPolicy;
 use crate::service::types::Batching;
@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// auto, cpu or cuda:N [default: auto; env: DIFFGAP_DEVICE].
     #[arg(long)]
     pub device: Option<DeviceChoice>,
+    /// Number format of the denoiser network: float32, or bfloat16 (faster where the CPU
+    /// multiplies it natively, AMX or AVX-512 BF16, and on GPUs) [default: float32; env:
+    /// DIFFGAP_DTYPE].
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
     /// Most embedding rows the model worker batches into one pass [default: 256; env:
     /// DIFFGAP_MAX_BATCH_ROWS].
     #[arg(long)]
@@ -142,6 +147,7 @@ impl ServeArgs {
             ),
             ("listen", self.listen.as_ref().map(ToString::to_string)),
             ("device", self.device.as_ref().map(ToString::to_string)),
+            ("dtype", self.dtype.map(value_name)),
             (
                 "max_batch_rows",
                 self.max_batch_rows.as_ref().map(ToString::to_string),

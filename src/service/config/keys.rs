@@ -7,6 +7,7 @@ pub const KEYS: &[&str] = &[
     "model",
     "listen",
     "device",
+    "dtype",
     "max_batch_rows",
     "queue_capacity",
     "max_queue_row_steps",

@@ -23,7 +23,7 @@ pub use args::ServeArgs;
 pub use keys::KEYS;
 pub use sources::{CONFIG_ENV, DEFAULT_FILE, ENV_PREFIX};
 
-use crate::device::DeviceChoice;
+use crate::device::{DeviceChoice, Dtype};
 pub use crate::service::ops::telemetry::LogFormat;
 use crate::service::ops::threads::IoThreadPolicy;
 use crate::service::types::Batching;
@@ -53,6 +53,9 @@ pub struct ServeConfig {
     /// auto, cpu or cuda:N.
     #[serde(with = "as_string")]
     pub device: DeviceChoice,
+    /// Number format of the denoiser network: float32 or bfloat16 (see `device::Dtype`).
+    #[serde(with = "as_value_enum")]
+    pub dtype: Dtype,
     /// Most embedding rows the model worker batches into one pass.
     pub max_batch_rows: usize,
     /// Requests that may wait for the model worker; more are refused with RESOURCE_EXHAUSTED.
@@ -141,6 +144,7 @@ impl Default for ServeConfig {
             model: "models/default".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             device: DeviceChoice::Auto,
+            dtype: Dtype::Float32,
             max_batch_rows: 256,
             queue_capacity: 64,
             max_queue_row_steps: 0,
@@ -388,6 +392,18 @@ mod tests {
         }
         let back: ServeConfig = toml::from_str(&text).expect("parses back");
         assert_eq!(back.max_message_bytes, Some(cfg.message_limit()));
+    }
+
+    #[test]
+    fn the_denoiser_dtype_comes_from_the_environment_and_unknown_names_are_refused() {
+        let no_file = Path::new("/nonexistent-diffgap-config-dir");
+        let env = |v: &str| [("DIFFGAP_DTYPE".to_string(), v.to_string())];
+        let args = ServeArgs::default();
+        assert_eq!(ServeConfig::default().dtype, Dtype::Float32);
+        let cfg = ServeConfig::load_from(&args, env("bfloat16"), no_file).expect("bfloat16");
+        assert_eq!(cfg.dtype, Dtype::Bfloat16);
+        let e = ServeConfig::load_from(&args, env("float16"), no_file).expect_err("float16");
+        assert!(e.contains("dtype") && e.contains("bfloat16"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tch::Device;
 
+use crate::device::Dtype;
 use crate::service::config::ServeConfig;
 use crate::service::types::Batching;
 
@@ -28,6 +29,8 @@ pub struct WorkerOptions {
     /// libtorch intra-op threads of each instance (0: the cores shared out over the
     /// instances, or libtorch's default with one instance).
     pub intra_op_threads: usize,
+    /// Number format of the denoiser network.
+    pub dtype: Dtype,
 }
 
 impl WorkerOptions {
@@ -40,6 +43,7 @@ impl WorkerOptions {
             max_batch_wait: Duration::ZERO,
             instances: 1,
             intra_op_threads: 0,
+            dtype: Dtype::Float32,
         }
     }
 
@@ -102,6 +106,7 @@ impl From<&ServeConfig> for WorkerOptions {
             max_batch_wait: Duration::from_millis(cfg.max_batch_wait_ms),
             instances: cfg.instances,
             intra_op_threads: cfg.intra_op_threads,
+            dtype: cfg.dtype,
         }
     }
 }

@@ -81,7 +81,7 @@ pub(super) fn run_instance(
         // thread's settings (libtorch keeps the last value as its default for new threads).
         tch::set_num_threads(n as i32);
     }
-    let loaded = artifact::load(dir, device)
+    let loaded = artifact::load_as(dir, device, opts.dtype)
         .and_then(|m| warm_up(&m, opts.max_batch_rows).map(|()| m))
         .and_then(|m| ranking::load(dir, &m).map(|r| (m, r)))
         .and_then(|(m, ranking)| {
@@ -101,6 +101,7 @@ pub(super) fn run_instance(
             info.encoders = encoders;
             info.instances = opts.instances.max(1);
             info.threads_per_instance = tch::get_num_threads().max(1) as usize;
+            info.dtype = opts.dtype.name().into();
             ReadyJoin::report(join, Ok(info));
             let ctx = WorkerCtx {
                 model: &model,
