@@ -1,5 +1,5 @@
 //! The fuzzers' entry points: bytes in, an outcome out, never a panic. `fuzz/` wraps each in a
-//! `cargo fuzz` target, and `tests/fuzz_regressions.rs` runs each on its seed corpus, on every
+//! `cargo fuzz` target, and `tests/integration/fuzz_regressions.rs` runs each on its seed corpus, on every
 //! input a fuzzer ever crashed, and on a fixed set of mutations of those (the CI's smoke run).
 //!
 //! Each function returns whether the input was accepted, so that the regression test can say
@@ -142,6 +142,7 @@ fn fuzz_model() -> &'static ModelInfo {
             encoders: None,
             instances: 1,
             threads_per_instance: 1,
+            dtype: "float32".into(),
         }
     })
 }
