@@ -9,7 +9,10 @@
 #      under .cache/peer that sees .venv's torch and numpy, with grpcio and grpcio-tools);
 #   2. both servers on free loopback ports;
 #   3. the output check (`--peer-check-only`): the same seeded requests to both, every value
-#      compared (CHECK_ONLY=1 stops here);
+#      compared (CHECK_ONLY=1 stops here). It always runs against diffgap in float32 (the
+#      peer's number format); with DTYPE=bfloat16 that server is then stopped, one with its
+#      denoiser in bfloat16 takes its place, and the load's own check accepts values within
+#      DTYPE_TOLERANCE (bfloat16's rounding; its quality is measured on validation, not here);
 #   4. per step mix of WORKLOADS, one interleaved run: ROUNDS rounds of the closed loop at
 #      CONCURRENCY (diffgap, then the peer, the order alternating by round), then ROUNDS rounds
 #      of the open loop at OPEN_FRACTION of diffgap's saturation on both; each prints the
@@ -20,7 +23,9 @@
 # Knobs (environment): MODEL, WORKLOADS (space-separated step lists, default "1,10,50 10"),
 # CONCURRENCY, ROUNDS, MAX_SECONDS, OPEN_FRACTION, OPEN_SECONDS, CONNECTIONS, MAX_BATCH_ROWS,
 # INSTANCES (diffgap's; 0: one per core), PEER_WORKERS (default: one per core), PEER_THREADS,
-# PEER_WINDOW_MS, SERVER_CPUS / CLIENT_CPUS (as scripts/bench-service.sh), CHECK_ONLY, OUT.
+# PEER_WINDOW_MS, SERVER_CPUS / CLIENT_CPUS (as scripts/bench-service.sh), CHECK_ONLY, OUT,
+# DTYPE (diffgap's denoiser: float32 or bfloat16), DTYPE_TOLERANCE, PEER_BF16=1 (the peer's
+# module under torch.autocast in bfloat16 from step 4 on: the same lever, the Python way).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
@@ -41,6 +46,9 @@ PEER_WINDOW_MS=${PEER_WINDOW_MS:-2}
 SERVER_CPUS=${SERVER_CPUS:-}
 CLIENT_CPUS=${CLIENT_CPUS:-}
 CHECK_ONLY=${CHECK_ONLY:-0}
+DTYPE=${DTYPE:-float32}
+DTYPE_TOLERANCE=${DTYPE_TOLERANCE:-0.05}
+PEER_BF16=${PEER_BF16:-0}
 OUT=${OUT:-.cache/bench-peer}
 GRPC_VERSION=1.85.1 # as scripts/ops-tools.sh pins it
 
@@ -84,17 +92,25 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-DPORT=$(free_port)
-PPORT=$(free_port)
-RUST_LOG=warn "${SERVER_ON[@]}" "$BIN" serve --model "$MODEL" --listen "127.0.0.1:$DPORT" \
-    --batching step --max-batch-rows "$MAX_BATCH_ROWS" --instances "$INSTANCES" \
-    --queue-capacity 1024 &
-PIDS+=($!)
-PEER_ARGS=(--model "$MODEL" --listen "127.0.0.1:$PPORT" --threads "$PEER_THREADS"
-    --window-ms "$PEER_WINDOW_MS" --max-rows "$MAX_BATCH_ROWS")
-[[ -n "$PEER_WORKERS" ]] && PEER_ARGS+=(--workers "$PEER_WORKERS")
-"${SERVER_ON[@]}" "$PEER_PY" benches/python_peer/server.py "${PEER_ARGS[@]}" &
-PIDS+=($!)
+start_diffgap() { # dtype: serves on a new DPORT
+    DPORT=$(free_port)
+    RUST_LOG=warn "${SERVER_ON[@]}" "$BIN" serve --model "$MODEL" --listen "127.0.0.1:$DPORT" \
+        --batching step --max-batch-rows "$MAX_BATCH_ROWS" --instances "$INSTANCES" \
+        --queue-capacity 1024 --dtype "$1" &
+    DPID=$!
+    PIDS+=("$DPID")
+}
+start_diffgap float32
+start_peer() { # extra flags: serves on a new PPORT
+    PPORT=$(free_port)
+    local args=(--model "$MODEL" --listen "127.0.0.1:$PPORT" --threads "$PEER_THREADS"
+        --window-ms "$PEER_WINDOW_MS" --max-rows "$MAX_BATCH_ROWS" "$@")
+    [[ -n "$PEER_WORKERS" ]] && args+=(--workers "$PEER_WORKERS")
+    "${SERVER_ON[@]}" "$PEER_PY" benches/python_peer/server.py "${args[@]}" &
+    PPID_=$!
+    PIDS+=("$PPID_")
+}
+start_peer
 
 # loadgen waits (bounded) for both servers to answer Info before it starts.
 loadgen() {
@@ -107,6 +123,21 @@ loadgen --peer-check-only --summary-json "$OUT/check.json"
 if [[ "$CHECK_ONLY" == 1 ]]; then
     exit 0
 fi
+TOLERANCE=()
+PEER_NAME=float32
+if [[ "$DTYPE" != float32 ]]; then
+    kill "$DPID" && wait "$DPID" 2>/dev/null || true
+    start_diffgap "$DTYPE"
+    TOLERANCE=(--peer-tolerance "$DTYPE_TOLERANCE")
+    echo "=== diffgap's denoiser in $DTYPE from here on ==="
+fi
+if [[ "$PEER_BF16" == 1 ]]; then
+    kill "$PPID_" && wait "$PPID_" 2>/dev/null || true
+    start_peer --bf16
+    PEER_NAME="bfloat16 autocast"
+    TOLERANCE=(--peer-tolerance "$DTYPE_TOLERANCE")
+    echo "=== the peer's module under bfloat16 autocast from here on ==="
+fi
 
 for steps in $WORKLOADS; do
     echo
@@ -114,5 +145,5 @@ for steps in $WORKLOADS; do
     loadgen --steps "$steps" --concurrency "$CONCURRENCY" --requests 1000000 \
         --max-seconds "$MAX_SECONDS" --ratio-rounds "$ROUNDS" \
         --open-fraction "$OPEN_FRACTION" --open-seconds "$OPEN_SECONDS" \
-        --label "steps $steps" --summary-json "$OUT/steps-${steps//,/-}.json"
+        --label "steps $steps, diffgap $DTYPE, peer $PEER_NAME" "${TOLERANCE[@]}" --summary-json "$OUT/steps-${steps//,/-}.json"
 done

@@ -63,11 +63,12 @@ def _resolve(future, result, error):
 
 
 class Batcher:
-    def __init__(self, model_dir, workers, threads, window_s, max_rows):
+    def __init__(self, model_dir, workers, threads, window_s, max_rows, bf16=False):
         self.queue = queue.SimpleQueue()
         self.window_s = window_s
         self.max_rows = max_rows
         self.threads = threads
+        self.bf16 = bf16
         self.ready = threading.Barrier(workers + 1)
         self.errors = []
         self.workers = [
@@ -88,7 +89,7 @@ class Batcher:
         torch.set_num_threads(self.threads)
         try:
             with torch.inference_mode():
-                model = Model(model_dir)
+                model = Model(model_dir, bf16=self.bf16)
                 warm_up(model, self.max_rows)
         except Exception as e:  # reported to the constructor, which raises it
             self.errors.append(e)

@@ -99,7 +99,7 @@ class Stats:
 class Model:
     """One loaded model: card, statistics, schedule and (with_net) its own TorchScript module."""
 
-    def __init__(self, model_dir, with_net=True):
+    def __init__(self, model_dir, with_net=True, bf16=False):
         model_dir = Path(model_dir)
         self.card = json.loads((model_dir / "card.json").read_text())
         c = self.card
@@ -110,6 +110,9 @@ class Model:
         self.abar = alpha_bars(c["schedule"], int(c["train_timesteps"]))
         self.abar32 = np.array(self.abar, dtype=np.float32)  # `as f32`, round to nearest
         self.net = None
+        # What a Python engineer would write for bfloat16: the same module under CPU autocast
+        # (its matrix products in bfloat16, the result back to float32).
+        self.bf16 = bf16
         if with_net:
             self.net = torch.jit.load(str(model_dir / "denoiser.pt"), map_location="cpu")
             self.net.eval()
@@ -132,6 +135,9 @@ class Model:
 
     def _raw(self, x, ts, cond, dirs, mask):
         t = torch.from_numpy(np.asarray(ts, dtype=np.float32))
+        if self.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.net(x, t, cond, dirs, mask).float()
         return self.net(x, t, cond, dirs, mask)
 
     def _guided(self, x, ts, cond, dirs, guidance):

@@ -127,7 +127,8 @@ class Peer(pb2_grpc.DiffgapServicer):
 
 async def serve(args):
     model = Model(args.model, with_net=False)  # for validation; each worker loads its own
-    batcher = Batcher(args.model, args.workers, args.threads, args.window_ms / 1e3, args.max_rows)
+    batcher = Batcher(args.model, args.workers, args.threads, args.window_ms / 1e3, args.max_rows,
+                      bf16=args.bf16)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.max_send_message_length", 64 << 20),
@@ -140,7 +141,8 @@ async def serve(args):
     await server.start()
     host = args.listen.rsplit(":", 1)[0]
     print(f"listening on {host}:{port} ({args.workers} worker(s) x {args.threads} thread(s), "
-          f"window {args.window_ms} ms, max {args.max_rows} rows)", flush=True)
+          f"window {args.window_ms} ms, max {args.max_rows} rows{', bfloat16 autocast' if args.bf16 else ''})",
+          flush=True)
     await server.wait_for_termination()
 
 
@@ -154,6 +156,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--window-ms", type=float, default=2.0, help="batching window after a worker's first request")
     ap.add_argument("--max-rows", type=int, default=256, help="rows a worker gathers for one batch")
+    ap.add_argument("--bf16", action="store_true",
+                    help="run the module under torch.autocast('cpu', bfloat16)")
     args = ap.parse_args()
     if args.workers < 1 or args.threads < 1 or args.max_rows < 1 or args.window_ms < 0:
         raise SystemExit("--workers, --threads and --max-rows must be at least 1, --window-ms at least 0")
