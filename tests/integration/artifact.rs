@@ -10,11 +10,9 @@ use diffgap::model::{artifact, row_seed, ModelError};
 use support::copy_dir;
 use tch::Device;
 
-#[test]
-fn torchscript_and_rust_weights_give_the_same_outputs() {
-    let dir = support::tiny_model();
-    let scripted = artifact::load(&dir, Device::Cpu).expect("torchscript load");
-    let eager = artifact::load_eager(&dir, Device::Cpu).expect("eager load");
+/// 32 rows of the tiny model's dimension, their seeds, and guided multi-sample options: what
+/// the two ways of loading a denoiser are compared on.
+fn bridge_inputs() -> (tch::Tensor, Vec<u64>, SampleOptions) {
     let x = support::randn(32, 16);
     let seeds: Vec<u64> = (0..32).map(|i| row_seed(5, i)).collect();
     let opts = SampleOptions {
@@ -22,6 +20,15 @@ fn torchscript_and_rust_weights_give_the_same_outputs() {
         guidance: 1.5,
         samples: 2,
     };
+    (x, seeds, opts)
+}
+
+#[test]
+fn torchscript_and_rust_weights_give_the_same_outputs() {
+    let dir = support::tiny_model();
+    let scripted = artifact::load(&dir, Device::Cpu).expect("torchscript load");
+    let eager = artifact::load_eager(&dir, Device::Cpu).expect("eager load");
+    let (x, seeds, opts) = bridge_inputs();
     for (from, to) in [("text", "audio"), ("audio", "text")] {
         let a = scripted.bridge(&x, from, to, &seeds, opts).unwrap();
         let b = eager.bridge(&x, from, to, &seeds, opts).unwrap();
@@ -161,13 +168,7 @@ fn a_bfloat16_denoiser_stays_close_to_float32_and_is_really_bfloat16() {
     let dir = support::tiny_model();
     let f32_model = artifact::load(&dir, Device::Cpu).expect("float32 load");
     let bf16_model = artifact::load_as(&dir, Device::Cpu, Dtype::Bfloat16).expect("bfloat16 load");
-    let x = support::randn(32, 16);
-    let seeds: Vec<u64> = (0..32).map(|i| row_seed(5, i)).collect();
-    let opts = SampleOptions {
-        steps: 10,
-        guidance: 1.5,
-        samples: 2,
-    };
+    let (x, seeds, opts) = bridge_inputs();
     for (from, to) in [("text", "audio"), ("audio", "text")] {
         let a = f32_model.bridge(&x, from, to, &seeds, opts).unwrap();
         let b = bf16_model.bridge(&x, from, to, &seeds, opts).unwrap();
