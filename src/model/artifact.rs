@@ -239,7 +239,7 @@ pub fn load_as(dir: &Path, device: Device, dtype: Dtype) -> Result<DiffgapModel,
         Dtype::Bfloat16 => Box::new(eager(dir, &card, device, Kind::BFloat16)?),
     };
     check_contract(dir, net.as_ref(), &card, device)?;
-    Ok(DiffgapModel::new(card, net, device))
+    Ok(DiffgapModel::new(card, net, device).with_dtype(dtype))
 }
 
 fn scripted(dir: &Path, card: &ModelCard, device: Device) -> Result<ScriptedDenoiser, ModelError> {

@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::card::ModelCard;
 use super::error::ModelError;
+use crate::device::Dtype;
 use crate::diffusion::combine::SampleSum;
 use crate::diffusion::denoiser::DenoiserNet;
 use crate::diffusion::normalize::{l2_normalize, ModalityStats};
@@ -24,6 +25,7 @@ pub struct DiffgapModel {
     net: Box<dyn DenoiserNet>,
     schedule: Schedule,
     device: Device,
+    dtype: Dtype,
 }
 
 /// The seed of row `row` of a job seeded with `base`: rows get distinct, reproducible streams.
@@ -40,11 +42,22 @@ impl DiffgapModel {
             net,
             schedule,
             device,
+            dtype: Dtype::Float32,
         }
+    }
+
+    /// The same model, recorded as computing its denoiser in `dtype` (the loader's choice).
+    pub fn with_dtype(self, dtype: Dtype) -> Self {
+        Self { dtype, ..self }
     }
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Number format of the denoiser network.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
     }
 
     pub fn dim(&self) -> i64 {

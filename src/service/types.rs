@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{describe, Dtype};
+use crate::device::describe;
 use crate::diffusion::sampler::SampleOptions;
 use crate::diffusion::schedule::Strength;
 use crate::eval::card_ladder::{self, DirectionLadder};
@@ -165,7 +165,7 @@ impl ModelInfo {
             encoders: None,
             instances: 1,
             threads_per_instance: 1,
-            dtype: Dtype::Float32.name().into(),
+            dtype: model.dtype().name().into(),
         }
     }
 }

@@ -101,7 +101,6 @@ pub(super) fn run_instance(
             info.encoders = encoders;
             info.instances = opts.instances.max(1);
             info.threads_per_instance = tch::get_num_threads().max(1) as usize;
-            info.dtype = opts.dtype.name().into();
             ReadyJoin::report(join, Ok(info));
             let ctx = WorkerCtx {
                 model: &model,
